@@ -1,0 +1,89 @@
+"""What every method shares, and nothing more: the optimizer built from the method's own parameter
+groups (no weight decay on biases and norm parameters), a per-step warmup + cosine learning-rate
+schedule, and a stop with a clear message when the loss stops being finite."""
+
+from __future__ import annotations
+
+
+import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import OptimizerCallable
+from torch import Tensor
+from torch.optim.lr_scheduler import LambdaLR
+
+from ssl_lightning.nn.schedules import warmup_cosine
+
+
+class SSLMethod(LightningModule):
+    """Base of the ssl_lightning methods.
+
+    Args:
+        optimizer: builds the optimizer from parameter groups, e.g. ``torch.optim.AdamW`` or
+            ``functools.partial(timm.optim.Lars, lr=0.3, weight_decay=1e-6, momentum=0.9)``; in
+            YAML a ``class_path``/``init_args`` pair. Group 0 holds the weights, group 1 the biases
+            and norm parameters with ``weight_decay=0`` (timm's LARS skips its trust ratio there).
+        warmup_epochs: linear warmup length in epochs (fractions allowed).
+        warmup_start_factor: learning rate at step 0, as a fraction of the optimizer's lr.
+        final_lr_factor: learning rate at the last step, as a fraction of the optimizer's lr.
+    """
+
+    def __init__(
+        self,
+        optimizer: OptimizerCallable,
+        warmup_epochs: float = 10.0,
+        warmup_start_factor: float = 0.0,
+        final_lr_factor: float = 1e-3,
+    ) -> None:
+        super().__init__()
+        if warmup_epochs < 0:
+            raise ValueError(f"warmup_epochs must be ≥ 0, got {warmup_epochs}")
+        self.optimizer = optimizer
+        self.warmup_epochs = warmup_epochs
+        self.warmup_start_factor = warmup_start_factor
+        self.final_lr_factor = final_lr_factor
+
+    def parameter_groups(self) -> list[dict]:
+        """Trainable parameters split into ``[decayed, no-decay]``: parameters with ≤ 1 dimension
+        (biases, BatchNorm/LayerNorm scales and shifts) get no weight decay. Frozen parameters
+        (e.g. EMA teachers) are never handed to the optimizer."""
+        decay, no_decay = [], []
+        for param in self.parameters():
+            if param.requires_grad:
+                (no_decay if param.ndim <= 1 else decay).append(param)
+        return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+    def total_and_warmup_steps(self) -> tuple[int, int]:
+        """Optimizer steps of the whole run and of the warmup, from the Trainer's settings."""
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
+        warmup = min(total, int(round(self.warmup_epochs * total / epochs)))
+        return total, warmup
+
+    def lr_factor(self, step: int) -> float:
+        total, warmup = self.total_and_warmup_steps()
+        return warmup_cosine(step, total, warmup, self.warmup_start_factor, 1.0, self.final_lr_factor)
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer(self.parameter_groups())
+        scheduler = LambdaLR(optimizer, self.lr_factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_before_backward(self, loss: Tensor) -> None:
+        if not torch.isfinite(loss).all():
+            raise FloatingPointError(
+                f"{type(self).__name__}: the loss is {loss.item()} at global step {self.global_step} "
+                f"(epoch {self.current_epoch}). Training stopped before the weights were corrupted. "
+                "Lower the learning rate, lengthen the warmup, or train in float32 (--trainer.precision=32)."
+            )
+
+    @staticmethod
+    def check_views(views: list[Tensor], needed: int, method: str) -> None:
+        """Raise a clear error when a batch has fewer views than the method needs."""
+        if not isinstance(views, (list, tuple)) or len(views) < needed:
+            got = len(views) if isinstance(views, (list, tuple)) else "a single tensor"
+            raise ValueError(
+                f"{method} needs {needed} augmented views per image but the batch has {got}. "
+                "Use a DataModule whose view recipe makes them, e.g. views=JointEmbeddingViews(num_views=2)."
+            )
+
+

@@ -1,0 +1,67 @@
+"""VICReg as a LightningModule (Bardes, Ponce & LeCun, ICLR 2022, arXiv 2105.04906; SPEC.md §4)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from lightning.pytorch.cli import OptimizerCallable
+from torch import Tensor, nn
+
+from ssl_lightning.losses.vicreg import VICRegLoss
+from ssl_lightning.methods.base import SSLMethod
+from ssl_lightning.nn.backbone import create_backbone
+from ssl_lightning.nn.projector import projector_mlp
+
+
+class VICReg(SSLMethod):
+    """Variance-Invariance-Covariance regularisation of two views' embeddings.
+
+    backbone → pooled features ``h`` (what the probes see) → projector (expander) → ``z`` → loss.
+
+    Args:
+        backbone: timm model name or ``nn.Module`` returning ``(B, D)`` features.
+        projector_dims: output sizes of the projector's linear layers (paper: 8192-8192-8192).
+        invariance_weight, variance_weight, covariance_weight: λ, μ, ν of the paper (25, 25, 1).
+        in_chans, image_size: input images (linked from the DataModule by the CLI).
+        small_image_stem: 3×3 ResNet stem without max-pool; ``None`` = automatic for ≤ 64 px.
+        optimizer, warmup_epochs, warmup_start_factor, final_lr_factor: see :class:`SSLMethod`.
+    """
+
+    def __init__(
+        self,
+        backbone: str | nn.Module = "resnet18",
+        projector_dims: Sequence[int] = (8192, 8192, 8192),
+        invariance_weight: float = 25.0,
+        variance_weight: float = 25.0,
+        covariance_weight: float = 1.0,
+        in_chans: int = 3,
+        image_size: int = 224,
+        small_image_stem: bool | None = None,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        warmup_epochs: float = 10.0,
+        warmup_start_factor: float = 0.0,
+        final_lr_factor: float = 1e-3,
+    ) -> None:
+        super().__init__(optimizer, warmup_epochs, warmup_start_factor, final_lr_factor)
+        self.save_hyperparameters(ignore=["backbone"] if isinstance(backbone, nn.Module) else None)
+        self.backbone, self.feature_dim = create_backbone(backbone, in_chans, image_size, small_image_stem)
+        self.projector = projector_mlp(self.feature_dim, list(projector_dims), bias=True)
+        self.loss_fn = VICRegLoss(invariance_weight, variance_weight, covariance_weight)
+
+    def forward(self, images: Tensor) -> Tensor:
+        """Pooled backbone features of ``images``."""
+        return self.backbone(images)
+
+    def training_step(self, batch, batch_idx: int) -> dict[str, Tensor]:
+        views, _ = batch
+        self.check_views(views, 2, "VICReg")
+        h1, h2 = self.backbone(views[0]), self.backbone(views[1])
+        loss, terms = self.loss_fn(self.projector(h1), self.projector(h2))
+        self.log("train/loss", loss, prog_bar=True)
+        self.log_dict({f"train/{name}": value for name, value in terms.items()})
+        return {"loss": loss, "features": h1.detach()}
+
+    def validation_step(self, batch, batch_idx: int) -> dict[str, Tensor]:
+        images, _ = batch
+        return {"features": self.backbone(images)}
