@@ -1,0 +1,36 @@
+"""DataModules and view recipes.
+
+DataModules (``--data <Name>`` on the command line): ``FashionMNIST``, ``MNIST``, ``CIFAR10``,
+``CIFAR100``, ``STL10``, ``ImageFolder``. View recipes (``views: {class_path: <Name>}``):
+``JointEmbeddingViews`` (VICReg / Barlow Twins), ``IJEPAViews``, ``StoPViews``.
+"""
+
+from ssl_lightning.data.base import DatasetNotFoundError, SSLDataModule
+from ssl_lightning.data.cifar import CIFAR10, CIFAR100
+from ssl_lightning.data.image_folder import ImageFolder
+from ssl_lightning.data.mnist import MNIST, FashionMNIST
+from ssl_lightning.data.stl10 import STL10
+from ssl_lightning.data.transforms import MultiViewTransform, eval_transform
+from ssl_lightning.data.views import (
+    IJEPAViews,
+    JointEmbeddingViews,
+    StoPViews,
+    ViewRecipe,
+)
+
+__all__ = [
+    "CIFAR10",
+    "CIFAR100",
+    "MNIST",
+    "STL10",
+    "DatasetNotFoundError",
+    "FashionMNIST",
+    "IJEPAViews",
+    "ImageFolder",
+    "JointEmbeddingViews",
+    "MultiViewTransform",
+    "SSLDataModule",
+    "StoPViews",
+    "ViewRecipe",
+    "eval_transform",
+]

@@ -4,11 +4,12 @@ schedule, and a stop with a clear message when the loss stops being finite."""
 
 from __future__ import annotations
 
+import inspect
 
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import OptimizerCallable
-from torch import Tensor
+from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 
 from ssl_lightning.nn.schedules import warmup_cosine
@@ -41,6 +42,14 @@ class SSLMethod(LightningModule):
         self.warmup_epochs = warmup_epochs
         self.warmup_start_factor = warmup_start_factor
         self.final_lr_factor = final_lr_factor
+
+    def save_init_arguments(self) -> None:
+        """``save_hyperparameters`` for the calling ``__init__``, leaving out the optimizer callable and
+        ``nn.Module`` arguments: checkpoints then hold only plain values and load with
+        ``torch.load(weights_only=True)``, which Lightning uses when resuming."""
+        frame = inspect.currentframe().f_back
+        modules = [name for name, value in frame.f_locals.items() if isinstance(value, nn.Module)]
+        self.save_hyperparameters(ignore=["optimizer", *modules], frame=frame)
 
     def parameter_groups(self) -> list[dict]:
         """Trainable parameters split into ``[decayed, no-decay]``: parameters with ≤ 1 dimension
@@ -85,5 +94,3 @@ class SSLMethod(LightningModule):
                 f"{method} needs {needed} augmented views per image but the batch has {got}. "
                 "Use a DataModule whose view recipe makes them, e.g. views=JointEmbeddingViews(num_views=2)."
             )
-
-

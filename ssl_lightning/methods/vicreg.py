@@ -44,7 +44,7 @@ class VICReg(SSLMethod):
         final_lr_factor: float = 1e-3,
     ) -> None:
         super().__init__(optimizer, warmup_epochs, warmup_start_factor, final_lr_factor)
-        self.save_hyperparameters(ignore=["backbone"] if isinstance(backbone, nn.Module) else None)
+        self.save_init_arguments()
         self.backbone, self.feature_dim = create_backbone(backbone, in_chans, image_size, small_image_stem)
         self.projector = projector_mlp(self.feature_dim, list(projector_dims), bias=True)
         self.loss_fn = VICRegLoss(invariance_weight, variance_weight, covariance_weight)

@@ -1,0 +1,26 @@
+"""Neural-network building blocks shared by the methods."""
+
+from ssl_lightning.nn.backbone import create_backbone
+from ssl_lightning.nn.ema import ema_update_, frozen_copy, momentum_at
+from ssl_lightning.nn.pos_embed import sincos_pos_embed_2d
+from ssl_lightning.nn.predictor import JEPAPredictor, StochasticPositionPredictor
+from ssl_lightning.nn.projector import projector_mlp
+from ssl_lightning.nn.schedules import cosine_ramp, linear_ramp, warmup_cosine
+from ssl_lightning.nn.vit import JEPA_VIT_ARGS, MaskedViTEncoder, gather_tokens
+
+__all__ = [
+    "JEPA_VIT_ARGS",
+    "JEPAPredictor",
+    "MaskedViTEncoder",
+    "StochasticPositionPredictor",
+    "cosine_ramp",
+    "create_backbone",
+    "ema_update_",
+    "frozen_copy",
+    "gather_tokens",
+    "linear_ramp",
+    "momentum_at",
+    "projector_mlp",
+    "sincos_pos_embed_2d",
+    "warmup_cosine",
+]

@@ -15,15 +15,20 @@ from torch import nn
 SMALL_IMAGE_MAX_SIZE = 64
 
 
+def has_plain_resnet_stem(model: nn.Module) -> bool:
+    """True for ResNets whose stem is one ``conv1`` convolution followed by a ``maxpool``."""
+    return isinstance(getattr(model, "conv1", None), nn.Conv2d) and isinstance(getattr(model, "maxpool", None), nn.MaxPool2d)
+
+
 def apply_small_image_stem(model: nn.Module) -> nn.Module:
     """Replace a ResNet's 7×7/2 stem convolution by a 3×3/1 one and drop its max-pool, in place."""
-    conv = getattr(model, "conv1", None)
-    if not isinstance(conv, nn.Conv2d) or not hasattr(model, "maxpool"):
+    if not has_plain_resnet_stem(model):
         raise ValueError(
             f"small_image_stem needs a ResNet with a single `conv1` convolution and a `maxpool` "
-            f"(e.g. timm's resnet18/resnet50); {type(model).__name__} has neither. "
+            f"(e.g. timm's resnet18/resnet50); {type(model).__name__} does not have that stem. "
             "Pass small_image_stem=False, or a backbone built for small images."
         )
+    conv = model.conv1
     model.conv1 = nn.Conv2d(conv.in_channels, conv.out_channels, kernel_size=3, stride=1, padding=1, bias=False)
     model.maxpool = nn.Identity()
     return model
@@ -44,7 +49,7 @@ def create_backbone(
         in_chans: image channels (1 for Fashion-MNIST/MNIST).
         image_size: side of the training images, used to check the backbone accepts them.
         small_image_stem: use the 3×3, no-max-pool ResNet stem; ``None`` means "when
-            ``image_size`` ≤ 64". Only applies to timm names.
+            ``image_size`` ≤ 64 and the model has a plain ResNet stem". Only applies to timm names.
     """
     if isinstance(backbone, str):
         if backbone not in timm.list_models():
@@ -54,7 +59,7 @@ def create_backbone(
             )
         model = timm.create_model(backbone, pretrained=False, num_classes=0, in_chans=in_chans)
         if small_image_stem is None:
-            small_image_stem = image_size <= SMALL_IMAGE_MAX_SIZE and hasattr(model, "maxpool")
+            small_image_stem = image_size <= SMALL_IMAGE_MAX_SIZE and has_plain_resnet_stem(model)
         if small_image_stem:
             apply_small_image_stem(model)
     elif isinstance(backbone, nn.Module):

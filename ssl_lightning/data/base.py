@@ -1,0 +1,154 @@
+"""What every ssl_lightning DataModule shares: finding (or downloading) the files, building the
+view and evaluation transforms, and the loaders.
+
+Training batches are ``(views, labels)`` (a list of ``(B, C, H, W)`` float tensors, one per view,
+and ``(B,)`` long labels, -1 where unknown); validation batches are ``(images, labels)``.
+"""
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, Dataset
+
+from ssl_lightning.data.transforms import eval_transform
+from ssl_lightning.data.views import JointEmbeddingViews, MultiViewTransform, ViewRecipe
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A dataset's files are not where the DataModule looks; the message says how to get them."""
+
+
+class SSLDataModule(LightningDataModule, ABC):
+    """Base of the ssl_lightning DataModules.
+
+    Subclasses state their data as class attributes (``num_classes``, ``channels``,
+    ``native_size``, ``mean``, ``std``, ``required_files``) and implement ``search_dirs``,
+    ``build_datasets``, ``how_to_get_data`` and, when the data can be fetched, ``download_data``.
+    ``num_classes``, ``channels`` and ``image_size`` are readable from construction on, so the
+    CLI can link them into the method before ``setup``.
+
+    Args:
+        data_dir: folder holding (or receiving) the dataset files.
+        batch_size: training batch size per process; the last incomplete batch is dropped.
+        num_workers: DataLoader worker processes.
+        views: view recipe for training; ``None`` = ``JointEmbeddingViews()`` (two views).
+        val_batch_size: validation batch size; ``None`` = ``batch_size``.
+        download: fetch the dataset into ``data_dir`` when it is found nowhere.
+        image_size: side of the training views and validation images; ``None`` = the size the
+            images are stored at.
+    """
+
+    num_classes: int
+    channels: int
+    native_size: int | None = None
+    """Side of the stored (square) images; ``None`` when it varies from image to image."""
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    required_files: tuple[str, ...] = ()
+    """Names that must all exist in a directory for it to hold the dataset."""
+
+    def __init__(
+        self,
+        data_dir: str = "data",
+        batch_size: int = 256,
+        num_workers: int = 2,
+        views: ViewRecipe | None = None,
+        val_batch_size: int | None = None,
+        download: bool = True,
+        image_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.data_dir = Path(data_dir).expanduser()
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.views = views if views is not None else JointEmbeddingViews()
+        self.val_batch_size = val_batch_size or batch_size
+        self.download = download
+        self.image_size = image_size or self.native_size
+        self.train_dataset: Dataset | None = None
+        self.val_dataset: Dataset | None = None
+
+    # ----------------------------------------------------------------- what subclasses provide
+    @abstractmethod
+    def search_dirs(self) -> list[Path]:
+        """Directories that may hold the files, most preferred first."""
+
+    @abstractmethod
+    def build_datasets(
+        self, root: Path, train_transform: MultiViewTransform, val_transform: Callable
+    ) -> tuple[Dataset, Dataset]:
+        """Training and validation datasets read from ``root`` (one of ``search_dirs``)."""
+
+    @abstractmethod
+    def how_to_get_data(self) -> str:
+        """Instructions shown when the files cannot be found."""
+
+    def download_data(self) -> None:
+        """Fetch the dataset into ``data_dir``; by default there is nowhere to fetch it from."""
+        raise DatasetNotFoundError(f"{type(self).__name__} cannot download its data")
+
+    def contains_data(self, directory: Path) -> bool:
+        """Whether ``directory`` holds every one of ``required_files``."""
+        return all((directory / name).exists() for name in self.required_files)
+
+    # ------------------------------------------------------------------------- shared logic
+    def find_data(self) -> Path | None:
+        """The first of ``search_dirs`` that holds the dataset, or ``None``."""
+        return next((d for d in self.search_dirs() if self.contains_data(d)), None)
+
+    def missing_data_error(self, reason: str) -> DatasetNotFoundError:
+        looked_in = ", ".join(str(directory) for directory in self.search_dirs())
+        return DatasetNotFoundError(
+            f"{type(self).__name__}: {reason}. Looked in: {looked_in}. {self.how_to_get_data()}"
+        )
+
+    def prepare_data(self) -> None:
+        """Download when asked to and the files are found nowhere (once per node)."""
+        if not self.download or self.find_data() is not None:
+            return
+        try:
+            self.download_data()
+        except Exception as error:
+            raise self.missing_data_error(f"download failed ({error})") from error
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_dataset is not None:
+            return
+        root = self.find_data()
+        if root is None:
+            reason = "dataset files not found"
+            if self.download:
+                reason += " (call prepare_data() to download them; the Trainer does)"
+            raise self.missing_data_error(reason)
+        train_transform = self.views.train_transform(
+            self.image_size, self.channels, self.mean, self.std
+        )
+        val_transform = eval_transform(self.image_size, self.mean, self.std, self.native_size)
+        self.train_dataset, self.val_dataset = self.build_datasets(
+            root, train_transform, val_transform
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        if len(self.train_dataset) < self.batch_size:
+            raise ValueError(
+                f"{type(self).__name__}: the training set has {len(self.train_dataset)} images, "
+                f"fewer than batch_size={self.batch_size}; with drop_last there would be no batch"
+            )
+        return self._loader(self.train_dataset, self.batch_size, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_dataset, self.val_batch_size, train=False)
+
+    def _loader(self, dataset: Dataset, batch_size: int, train: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=train,
+            drop_last=train,
+            num_workers=self.num_workers,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=self.num_workers > 0,
+        )

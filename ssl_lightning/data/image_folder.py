@@ -1,0 +1,92 @@
+"""Any image dataset in the ImageNet folder layout: ``data_dir/train/<class>/*``,
+``data_dir/val/<class>/*``."""
+
+from pathlib import Path
+
+from torch.utils.data import Dataset
+from torchvision import datasets
+
+from ssl_lightning.data.base import SSLDataModule
+from ssl_lightning.data.views import ViewRecipe
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class ClassListImageFolder(datasets.ImageFolder):
+    """torchvision's ImageFolder with class indices from a given class list, so the validation
+    split uses the training split's indices even if it lacks some classes."""
+
+    def __init__(self, root: Path, classes: list[str], transform) -> None:
+        self.class_list = classes
+        super().__init__(str(root), transform=transform, allow_empty=True)
+
+    def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
+        return self.class_list, {name: index for index, name in enumerate(self.class_list)}
+
+
+class ImageFolder(SSLDataModule):
+    """ImageNet-style folders (ImageNet, Imagenette, your own data), decoded with PIL as RGB and
+    normalised with the ImageNet statistics.
+
+    Classes are the sub-folders of ``data_dir/train`` (sorted); ``data_dir/val`` must use the same
+    folder names (the official ImageNet validation set must first be sorted into them). Nothing
+    is downloaded.
+
+    Args:
+        data_dir: folder holding ``train/`` and ``val/``.
+        batch_size: training batch size per process; the last incomplete batch is dropped.
+        num_workers: DataLoader worker processes (JPEG decoding is the bottleneck: raise it).
+        views: view recipe for training; ``None`` = ``JointEmbeddingViews()`` (two views).
+        val_batch_size: validation batch size; ``None`` = ``batch_size``.
+        image_size: side of the training views and validation crops.
+        num_classes: number of classes; ``None`` = the number of folders in ``data_dir/train``.
+    """
+
+    channels = 3
+    mean = IMAGENET_MEAN
+    std = IMAGENET_STD
+    required_files = ("train", "val")
+
+    def __init__(
+        self,
+        data_dir: str = "data",
+        batch_size: int = 256,
+        num_workers: int = 2,
+        views: ViewRecipe | None = None,
+        val_batch_size: int | None = None,
+        image_size: int = 224,
+        num_classes: int | None = None,
+    ) -> None:
+        super().__init__(
+            data_dir=data_dir,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            views=views,
+            val_batch_size=val_batch_size,
+            download=False,
+            image_size=image_size,
+        )
+        self.num_classes = num_classes or len(self._classes())
+
+    def _classes(self) -> list[str]:
+        train_dir = self.data_dir / "train"
+        if not train_dir.is_dir():
+            raise self.missing_data_error(f"no training folder {train_dir}")
+        return datasets.folder.find_classes(str(train_dir))[0]
+
+    def search_dirs(self) -> list[Path]:
+        return [self.data_dir]
+
+    def how_to_get_data(self) -> str:
+        return (
+            f"Arrange the images as {self.data_dir}/train/<class>/<image> and "
+            f"{self.data_dir}/val/<class>/<image> (one folder per class, same names in both)."
+        )
+
+    def build_datasets(self, root, train_transform, val_transform) -> tuple[Dataset, Dataset]:
+        classes = self._classes()
+        return (
+            ClassListImageFolder(root / "train", classes, train_transform),
+            ClassListImageFolder(root / "val", classes, val_transform),
+        )

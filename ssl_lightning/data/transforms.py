@@ -1,0 +1,97 @@
+"""Transform building blocks shared by the view recipes and the DataModules.
+
+Every pipeline works on ``uint8`` image tensors (``torchvision.transforms.v2``) and converts to
+normalised ``float32`` only at the end, which keeps per-sample augmentation cheap on few CPU cores.
+"""
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+from torchvision.transforms import v2
+
+SMALL_IMAGE_SIZE = 64
+"""Images at most this many pixels wide get the small-image recipe: no blur, no resize at eval."""
+
+EVAL_CROP_FRACTION = 0.875
+"""Centre-crop fraction at evaluation for large images (the usual 224 of 256 on ImageNet)."""
+
+
+def is_small_image(image_size: int) -> bool:
+    """Whether ``image_size`` is CIFAR-like, where blur destroys the little detail there is."""
+    return image_size <= SMALL_IMAGE_SIZE
+
+
+def with_probability(p: float, transform: v2.Transform) -> list[v2.Transform]:
+    """``transform`` applied with probability ``p``, as a list to splice into a pipeline.
+
+    Returns an empty list when ``p`` is 0, so disabled operations are absent from the pipeline
+    (cheaper, and visible when the pipeline is inspected).
+    """
+    if p <= 0.0:
+        return []
+    return [v2.RandomApply([transform], p=p)]
+
+
+def gaussian_blur(image_size: int, sigma: Sequence[float], p: float) -> list[v2.Transform]:
+    """Random Gaussian blur with a kernel about 10% of the image side (BYOL: 23 px at 224 px)."""
+    kernel_size = 2 * round(0.05 * image_size) + 1
+    return with_probability(p, v2.GaussianBlur(kernel_size, sigma=tuple(sigma)))
+
+
+def random_grayscale(channels: int, p: float) -> list[v2.Transform]:
+    """Random conversion to grayscale (keeping the channel count); absent on one-channel data."""
+    if channels == 1:
+        return []
+    return with_probability(p, v2.Grayscale(num_output_channels=channels))
+
+
+def to_normalized_float(mean: Sequence[float], std: Sequence[float]) -> v2.Compose:
+    """uint8 image -> float32 in [0, 1] -> per-channel standardisation -> plain tensor."""
+    return v2.Compose(
+        [
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(mean=list(mean), std=list(std)),
+            v2.ToPureTensor(),
+        ]
+    )
+
+
+class MultiViewTransform:
+    """Per-sample callable: one image (PIL or uint8 tensor) -> list of view tensors.
+
+    The image is converted to a uint8 tensor once, then every view pipeline runs on it
+    independently, so each view gets its own random draw.
+    """
+
+    def __init__(self, view_pipelines: Sequence[Callable[[Tensor], Tensor]]) -> None:
+        self.to_image = v2.ToImage()
+        self.view_pipelines = list(view_pipelines)
+
+    def __call__(self, image) -> list[Tensor]:
+        image = self.to_image(image)
+        return [pipeline(image) for pipeline in self.view_pipelines]
+
+
+def eval_transform(
+    image_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    native_size: int | None = None,
+) -> v2.Compose:
+    """Deterministic evaluation transform: image -> one normalised float tensor.
+
+    - Stored images already at ``image_size`` (CIFAR at 32, STL-10 at 96): no resize at all.
+    - Fixed-size square images at another size (CIFAR upsampled for a ViT): plain resize.
+    - Images of varying size (``native_size=None``, ImageFolder): resize the short side, then
+      centre-crop; large images keep the central 87.5% (resize 256 -> crop 224), small ones are
+      resized straight to ``image_size``.
+    """
+    if native_size == image_size:
+        geometry = []
+    elif native_size is not None:
+        geometry = [v2.Resize((image_size, image_size))]
+    else:
+        crop_fraction = 1.0 if is_small_image(image_size) else EVAL_CROP_FRACTION
+        geometry = [v2.Resize(round(image_size / crop_fraction)), v2.CenterCrop(image_size)]
+    return v2.Compose([v2.ToImage(), *geometry, to_normalized_float(mean, std)])

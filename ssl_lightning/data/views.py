@@ -1,0 +1,190 @@
+"""View recipes: how one training image becomes the views a self-supervised method sees.
+
+A recipe is a small configuration object (selectable from YAML through jsonargparse's subclass
+mode, e.g. ``views: {class_path: IJEPAViews}``); the DataModule asks it for a per-sample
+transform once it knows the image size, channel count and normalisation of its data.
+"""
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+from torchvision.transforms import v2
+
+from ssl_lightning.data.transforms import (
+    MultiViewTransform,
+    gaussian_blur,
+    is_small_image,
+    random_grayscale,
+    to_normalized_float,
+    with_probability,
+)
+
+SOLARIZE_THRESHOLD = 128
+"""Mid-grey on uint8 images, the scale every view pipeline works on."""
+
+
+class ViewRecipe(ABC):
+    """Base class of view recipes: subclasses list one uint8 augmentation pipeline per view."""
+
+    @abstractmethod
+    def view_pipelines(self, image_size: int, channels: int) -> list[v2.Transform]:
+        """One augmentation pipeline (uint8 image -> uint8 image) per view."""
+
+    def train_transform(
+        self,
+        image_size: int,
+        channels: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+    ) -> MultiViewTransform:
+        """Per-sample callable: image -> list of normalised ``(channels, image_size, image_size)``
+        float views."""
+        finish = to_normalized_float(mean, std)
+        pipelines = self.view_pipelines(image_size, channels)
+        return MultiViewTransform([v2.Compose([pipeline, finish]) for pipeline in pipelines])
+
+
+class JointEmbeddingViews(ViewRecipe):
+    """The BYOL / Barlow Twins / VICReg two-view recipe (Grill et al. 2020; Zbontar et al. 2021;
+    Bardes et al. 2022).
+
+    Per view: RandomResizedCrop, horizontal flip, colour jitter, random grayscale, Gaussian blur
+    and solarisation. Blur and solarisation are asymmetric between views: the ``i``-th view uses
+    ``blur_probs[i % len(blur_probs)]`` (default 1.0 / 0.1) and likewise ``solarize_probs``
+    (default 0.0 / 0.2).
+
+    Automatic choices (options left at ``None``): for images of at most 64 px (CIFAR-like) the
+    crop scale is (0.2, 1) and there is no blur, as in the usual CIFAR recipes; otherwise (0.08, 1)
+    and the blur probabilities above. On one-channel data the jitter changes brightness and
+    contrast only and there is no grayscale operation (both are meaningless without colour).
+
+    Args:
+        num_views: number of views per image.
+        crop_scale: RandomResizedCrop area range; ``None`` = automatic (see above).
+        hflip_prob: horizontal flip probability.
+        jitter_prob: probability of applying the colour jitter.
+        jitter: ColorJitter strengths (brightness, contrast, saturation, hue).
+        grayscale_prob: probability of converting to grayscale (RGB data only).
+        blur_probs: per-view Gaussian blur probabilities; ``None`` = automatic (see above).
+        blur_sigma: range of the blur's standard deviation, in pixels.
+        solarize_probs: per-view solarisation probabilities.
+    """
+
+    def __init__(
+        self,
+        num_views: int = 2,
+        crop_scale: tuple[float, float] | None = None,
+        hflip_prob: float = 0.5,
+        jitter_prob: float = 0.8,
+        jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.2, 0.1),
+        grayscale_prob: float = 0.2,
+        blur_probs: tuple[float, ...] | None = None,
+        blur_sigma: tuple[float, float] = (0.1, 2.0),
+        solarize_probs: tuple[float, ...] = (0.0, 0.2),
+    ) -> None:
+        if num_views < 1:
+            raise ValueError(f"num_views must be at least 1, got {num_views}")
+        self.num_views = num_views
+        self.crop_scale = crop_scale
+        self.hflip_prob = hflip_prob
+        self.jitter_prob = jitter_prob
+        self.jitter = jitter
+        self.grayscale_prob = grayscale_prob
+        self.blur_probs = blur_probs
+        self.blur_sigma = blur_sigma
+        self.solarize_probs = solarize_probs
+
+    def view_pipelines(self, image_size: int, channels: int) -> list[v2.Transform]:
+        small = is_small_image(image_size)
+        crop_scale = self.crop_scale or ((0.2, 1.0) if small else (0.08, 1.0))
+        blur_probs = self.blur_probs
+        if blur_probs is None:
+            blur_probs = (0.0,) if small else (1.0, 0.1)
+        return [
+            self._pipeline(
+                image_size,
+                channels,
+                crop_scale,
+                blur_prob=blur_probs[view % len(blur_probs)],
+                solarize_prob=self.solarize_probs[view % len(self.solarize_probs)],
+            )
+            for view in range(self.num_views)
+        ]
+
+    def _pipeline(
+        self,
+        image_size: int,
+        channels: int,
+        crop_scale: tuple[float, float],
+        blur_prob: float,
+        solarize_prob: float,
+    ) -> v2.Compose:
+        brightness, contrast, saturation, hue = self.jitter
+        if channels == 1:
+            jitter = v2.ColorJitter(brightness=brightness, contrast=contrast)
+        else:
+            jitter = v2.ColorJitter(brightness, contrast, saturation, hue)
+        solarize = v2.RandomSolarize(SOLARIZE_THRESHOLD, p=1.0)
+        return v2.Compose(
+            [
+                v2.RandomResizedCrop(image_size, scale=crop_scale),
+                v2.RandomHorizontalFlip(p=self.hflip_prob),
+                *with_probability(self.jitter_prob, jitter),
+                *random_grayscale(channels, self.grayscale_prob),
+                *gaussian_blur(image_size, self.blur_sigma, blur_prob),
+                *with_probability(solarize_prob, solarize),
+            ]
+        )
+
+
+class IJEPAViews(ViewRecipe):
+    """The I-JEPA recipe (Assran et al. 2023): one view, RandomResizedCrop scale (0.3, 1), and
+    nothing else.
+
+    The masking of that single view into context and target blocks is the method's job.
+    """
+
+    def __init__(self, crop_scale: tuple[float, float] = (0.3, 1.0)) -> None:
+        self.crop_scale = crop_scale
+
+    def view_pipelines(self, image_size: int, channels: int) -> list[v2.Transform]:
+        return [v2.RandomResizedCrop(image_size, scale=self.crop_scale)]
+
+
+class StoPViews(ViewRecipe):
+    """The FlexPredict / StoP recipe (Bar et al. 2023, reference run): one view, the I-JEPA crop
+    plus horizontal flip, Gaussian blur (p 0.5, sigma in [0.1, 2]) and random grayscale (p 0.2).
+
+    The reference enables I-JEPA's colour distortion with jitter strength 0, which leaves only its
+    grayscale step; hence no colour jitter here. On one-channel data there is no grayscale
+    operation; for images of at most 64 px the blur is off unless ``blur_prob`` is given.
+    """
+
+    def __init__(
+        self,
+        crop_scale: tuple[float, float] = (0.3, 1.0),
+        hflip_prob: float = 0.5,
+        blur_prob: float | None = None,
+        blur_sigma: tuple[float, float] = (0.1, 2.0),
+        grayscale_prob: float = 0.2,
+    ) -> None:
+        self.crop_scale = crop_scale
+        self.hflip_prob = hflip_prob
+        self.blur_prob = blur_prob
+        self.blur_sigma = blur_sigma
+        self.grayscale_prob = grayscale_prob
+
+    def view_pipelines(self, image_size: int, channels: int) -> list[v2.Transform]:
+        blur_prob = self.blur_prob
+        if blur_prob is None:
+            blur_prob = 0.0 if is_small_image(image_size) else 0.5
+        return [
+            v2.Compose(
+                [
+                    v2.RandomResizedCrop(image_size, scale=self.crop_scale),
+                    v2.RandomHorizontalFlip(p=self.hflip_prob),
+                    *gaussian_blur(image_size, self.blur_sigma, blur_prob),
+                    *random_grayscale(channels, self.grayscale_prob),
+                ]
+            )
+        ]
