@@ -17,20 +17,38 @@ from tests.synthetic import NoisyClassDataModule
 def tiny_convnet() -> torch.nn.Module:
     """A user-defined backbone: two convolutions and global average pooling, (B, 1, H, W) → (B, 16)."""
     return torch.nn.Sequential(
-        torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 16, 3, stride=2, padding=1),
-        torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+        torch.nn.Conv2d(1, 8, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 16, 3, stride=2, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
     )
 
 
 def tiny_vicreg(**kwargs) -> VICReg:
     torch.manual_seed(0)
-    return VICReg(tiny_convnet(), projector_dims=[32, 32], in_chans=1, image_size=16,
-                  optimizer=functools.partial(torch.optim.AdamW, lr=1e-3), warmup_epochs=0, **kwargs)
+    return VICReg(
+        tiny_convnet(),
+        projector_dims=[32, 32],
+        in_chans=1,
+        image_size=16,
+        optimizer=functools.partial(torch.optim.AdamW, lr=1e-3),
+        warmup_epochs=0,
+        **kwargs,
+    )
 
 
 def fit(model, datamodule, probe, max_epochs=1, ckpt_path=None, **trainer_kwargs):
-    trainer = Trainer(max_epochs=max_epochs, accelerator="cpu", callbacks=[probe, *trainer_kwargs.pop("callbacks", [])],
-                      logger=False, enable_progress_bar=False, enable_model_summary=False, **trainer_kwargs)
+    trainer = Trainer(
+        max_epochs=max_epochs,
+        accelerator="cpu",
+        callbacks=[probe, *trainer_kwargs.pop("callbacks", [])],
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **trainer_kwargs,
+    )
     trainer.fit(model, datamodule, ckpt_path=ckpt_path)
     return trainer
 
@@ -44,8 +62,14 @@ def test_probe_learns_class_structure():
 
 def test_probe_ignores_unknown_labels():
     probe = OnlineLinearProbe(num_classes=3)
-    fit(tiny_vicreg(), NoisyClassDataModule(train_label=-1), probe, num_sanity_val_steps=0,
-        limit_val_batches=0, enable_checkpointing=False)
+    fit(
+        tiny_vicreg(),
+        NoisyClassDataModule(train_label=-1),
+        probe,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        enable_checkpointing=False,
+    )
     assert probe.heads is not None  # built from the first batch ...
     assert not probe.optimizer.state  # ... but never stepped: every label was -1
 
@@ -60,8 +84,15 @@ def test_checkpoint_resume_restores_head_and_optimizer(tmp_path):
     second = OnlineLinearProbe()
     second.load_state_dict(torch.load(tmp_path / "last.ckpt", weights_only=False)["callbacks"][first.state_key])
     assert second.heads is None  # restored lazily, once the feature size is known
-    fit(tiny_vicreg(), NoisyClassDataModule(), second, max_epochs=2, ckpt_path=str(tmp_path / "last.ckpt"),
-        num_sanity_val_steps=0, enable_checkpointing=False)
+    fit(
+        tiny_vicreg(),
+        NoisyClassDataModule(),
+        second,
+        max_epochs=2,
+        ckpt_path=str(tmp_path / "last.ckpt"),
+        num_sanity_val_steps=0,
+        enable_checkpointing=False,
+    )
     adam_steps = {int(state["step"]) for state in second.optimizer.state.values()}
     assert adam_steps == {2 * steps_per_epoch}  # resumed Adam: its step count continued
     assert any(not torch.equal(saved[k], v) for k, v in second.heads.state_dict().items())
@@ -91,4 +122,5 @@ def test_dict_features_get_one_head_each_and_bad_keys_fail():
     assert probe.heads["block2"][1].in_features == 7
     with pytest.raises(KeyError, match="block2"):
         OnlineLinearProbe(num_classes=3, feature_keys=["block2"])._labelled(
-            {"features": {"block1": features["block1"]}}, (None, labels), torch.device("cpu"))
+            {"features": {"block1": features["block1"]}}, (None, labels), torch.device("cpu")
+        )

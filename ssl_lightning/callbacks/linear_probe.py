@@ -24,12 +24,16 @@ def features_by_name(features: Tensor | dict[str, Tensor], wanted: list[str] | N
     if isinstance(features, Tensor):
         return {SINGLE_FEATURE_KEY: features}
     if not isinstance(features, dict):
-        raise TypeError(f"The method's `features` output must be a tensor or a dict of tensors, got {type(features).__name__}")
+        raise TypeError(
+            f"The method's `features` output must be a tensor or a dict of tensors, got {type(features).__name__}"
+        )
     if wanted is None:
         return dict(features)
     missing = [key for key in wanted if key not in features]
     if missing:
-        raise KeyError(f"Probe feature keys {missing} are not in the method's features {sorted(features)}; fix `feature_keys`.")
+        raise KeyError(
+            f"Probe feature keys {missing} are not in the method's features {sorted(features)}; fix `feature_keys`."
+        )
     return {key: features[key] for key in wanted}
 
 
@@ -119,7 +123,9 @@ class OnlineLinearProbe(Callback):
         self.optimizer.load_state_dict(state["optimizer"])
 
     def _accuracies(self, features: dict[str, Tensor], device: torch.device) -> nn.ModuleDict:
-        return nn.ModuleDict({key: MulticlassAccuracy(self.num_classes, average="micro") for key in features}).to(device)
+        return nn.ModuleDict({key: MulticlassAccuracy(self.num_classes, average="micro") for key in features}).to(
+            device
+        )
 
     def _labelled(self, outputs: Any, batch: Any, device: torch.device) -> tuple[dict[str, Tensor], Tensor] | None:
         """Float32 features and labels of the labelled samples (None when there are none)."""
@@ -128,13 +134,17 @@ class OnlineLinearProbe(Callback):
         if self.heads is None:
             self._build(features, device)
         elif features.keys() != self.heads.keys():
-            raise KeyError(f"The method's features changed from {sorted(self.heads)} to {sorted(features)} during training.")
+            raise KeyError(
+                f"The method's features changed from {sorted(self.heads)} to {sorted(features)} during training."
+            )
         keep = labels >= 0
         if not keep.any():
             return None
         return {key: f[keep].float() for key, f in features.items()}, labels[keep]
 
-    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         labelled = self._labelled(outputs, batch, pl_module.device)
         if labelled is None:
             return
@@ -163,7 +173,13 @@ class OnlineLinearProbe(Callback):
         self._log_and_reset(self.train_acc, "train_acc_epoch", pl_module, prog_bar=False)
 
     def on_validation_batch_end(
-        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
     ) -> None:
         labelled = self._labelled(outputs, batch, pl_module.device)
         if labelled is None:

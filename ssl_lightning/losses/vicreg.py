@@ -54,7 +54,9 @@ def vicreg_loss(
     too much precision in bf16.
     """
     if z1.shape != z2.shape or z1.ndim != 2:
-        raise ValueError(f"VICReg expects two (N, D) embeddings of equal shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
+        raise ValueError(
+            f"VICReg expects two (N, D) embeddings of equal shape, got {tuple(z1.shape)} and {tuple(z2.shape)}"
+        )
     z1, z2 = z1.float(), z2.float()
     invariance = F.mse_loss(z1, z2)
     if gather_distributed:

@@ -25,6 +25,7 @@ class VICReg(SSLMethod):
         invariance_weight, variance_weight, covariance_weight: λ, μ, ν of the paper (25, 25, 1).
         in_chans, image_size: input images (linked from the DataModule by the CLI).
         small_image_stem: 3×3 ResNet stem without max-pool; ``None`` = automatic for ≤ 64 px.
+        backbone_kwargs: extra ``timm.create_model`` arguments (e.g. a narrow ResNet's ``channels``).
         optimizer, warmup_epochs, warmup_start_factor, final_lr_factor: see :class:`SSLMethod`.
     """
 
@@ -38,6 +39,7 @@ class VICReg(SSLMethod):
         in_chans: int = 3,
         image_size: int = 224,
         small_image_stem: bool | None = None,
+        backbone_kwargs: dict | None = None,
         optimizer: OptimizerCallable = torch.optim.AdamW,
         warmup_epochs: float = 10.0,
         warmup_start_factor: float = 0.0,
@@ -45,7 +47,9 @@ class VICReg(SSLMethod):
     ) -> None:
         super().__init__(optimizer, warmup_epochs, warmup_start_factor, final_lr_factor)
         self.save_init_arguments()
-        self.backbone, self.feature_dim = create_backbone(backbone, in_chans, image_size, small_image_stem)
+        self.backbone, self.feature_dim = create_backbone(
+            backbone, in_chans, image_size, small_image_stem, backbone_kwargs
+        )
         self.projector = projector_mlp(self.feature_dim, list(projector_dims), bias=True)
         self.loss_fn = VICRegLoss(invariance_weight, variance_weight, covariance_weight)
 

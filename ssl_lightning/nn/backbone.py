@@ -17,7 +17,9 @@ SMALL_IMAGE_MAX_SIZE = 64
 
 def has_plain_resnet_stem(model: nn.Module) -> bool:
     """True for ResNets whose stem is one ``conv1`` convolution followed by a ``maxpool``."""
-    return isinstance(getattr(model, "conv1", None), nn.Conv2d) and isinstance(getattr(model, "maxpool", None), nn.MaxPool2d)
+    return isinstance(getattr(model, "conv1", None), nn.Conv2d) and isinstance(
+        getattr(model, "maxpool", None), nn.MaxPool2d
+    )
 
 
 def apply_small_image_stem(model: nn.Module) -> nn.Module:
@@ -39,6 +41,7 @@ def create_backbone(
     in_chans: int = 3,
     image_size: int = 224,
     small_image_stem: bool | None = None,
+    backbone_kwargs: dict | None = None,
 ) -> tuple[nn.Module, int]:
     """Build (or accept) a backbone and return it with its feature dimension.
 
@@ -50,6 +53,8 @@ def create_backbone(
         image_size: side of the training images, used to check the backbone accepts them.
         small_image_stem: use the 3×3, no-max-pool ResNet stem; ``None`` means "when
             ``image_size`` ≤ 64 and the model has a plain ResNet stem". Only applies to timm names.
+        backbone_kwargs: extra keyword arguments for ``timm.create_model`` (e.g. ``channels`` and
+            ``stem_width`` of a narrow ResNet, ``drop_path_rate``).
     """
     if isinstance(backbone, str):
         if backbone not in timm.list_models():
@@ -57,12 +62,18 @@ def create_backbone(
                 f"Unknown backbone {backbone!r}: not a timm model name. "
                 "Use a name from `timm.list_models()` (e.g. 'resnet18', 'resnet50') or pass an nn.Module."
             )
-        model = timm.create_model(backbone, pretrained=False, num_classes=0, in_chans=in_chans)
+        model = timm.create_model(
+            backbone, pretrained=False, num_classes=0, in_chans=in_chans, **(backbone_kwargs or {})
+        )
         if small_image_stem is None:
             small_image_stem = image_size <= SMALL_IMAGE_MAX_SIZE and has_plain_resnet_stem(model)
         if small_image_stem:
             apply_small_image_stem(model)
     elif isinstance(backbone, nn.Module):
+        if backbone_kwargs:
+            raise ValueError(
+                "backbone_kwargs only apply to timm model names; configure your nn.Module backbone directly."
+            )
         model = backbone
     else:
         raise TypeError(f"backbone must be a timm model name or an nn.Module, got {type(backbone).__name__}")
