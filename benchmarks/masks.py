@@ -14,21 +14,14 @@ Run ``python benchmarks/masks.py``: prints a markdown table and appends it to
 from __future__ import annotations
 
 import argparse
-import datetime
-import platform
 import statistics
 import time
-from pathlib import Path
 
 import torch
+from report import header_lines, markdown_table, publish
 
 from ssl_lightning.masks import MultiBlockMaskSampler
 from ssl_lightning.masks.block_size import block_size, lerp
-
-RESULTS = Path(__file__).with_name("RESULTS.md")
-RESULTS_HEADER = (
-    "# Benchmark results\n\nEach section is appended by the benchmark script it names.\n"
-)
 
 
 def per_image_loop(
@@ -89,15 +82,6 @@ def seconds_per_batch(sample, batches: int, device: torch.device) -> float:
     return statistics.median(times)
 
 
-def machine(device: torch.device) -> str:
-    """CPU model and core count, plus the GPU when ``device`` is one."""
-    cpuinfo = Path("/proc/cpuinfo")
-    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
-    cores = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-    cpu = f"{cores[0] if cores else platform.processor()} ({len(cores) or '?'} cores)"
-    return f"{torch.cuda.get_device_name(device)}, {cpu}" if device.type == "cuda" else cpu
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch-size", type=int, default=256)
@@ -148,29 +132,19 @@ def main() -> None:
     baseline = rows[0][2]
     grid = f"{reference.grid[0]}×{reference.grid[1]}"
     title = f"{args.image_size}/{args.patch_size} = {grid} grid, batch {batch_size}"
-    lines = [
-        f"## I-JEPA multi-block masks ({title})",
-        "",
-        f"- date: {datetime.date.today().isoformat()}",
-        f"- machine: {machine(device)}",
-        f"- torch {torch.__version__}, CPU threads: {torch.get_num_threads()}",
-        "- masks/s: images per second, each with one context and 4 target masks; median batch",
-        "",
-        "| sampler | device | ms / batch | masks/s | speed-up vs loop |",
-        "|---|---|---:|---:|---:|",
-    ]
-    for name, on, seconds in rows:
-        lines.append(
-            f"| {name} | {on} | {seconds * 1e3:.2f} | {batch_size / seconds:,.0f} "
-            f"| {baseline / seconds:.1f}× |"
-        )
-    table = "\n".join(lines) + "\n"
-    print(table)
-    if not RESULTS.exists():
-        RESULTS.write_text(RESULTS_HEADER)
-    with RESULTS.open("a") as results:
-        results.write("\n" + table)
-
+    lines = header_lines(
+        f"I-JEPA multi-block masks ({title})",
+        device,
+        "masks/s: images per second, each with one context and 4 target masks; median batch",
+    )
+    lines += markdown_table(
+        ["sampler", "device", "ms / batch", "masks/s", "speed-up vs loop"],
+        [
+            [name, on, f"{seconds * 1e3:.2f}", f"{batch_size / seconds:,.0f}", f"{baseline / seconds:.1f}×"]
+            for name, on, seconds in rows
+        ],
+    )
+    publish(lines)
 
 if __name__ == "__main__":
     main()

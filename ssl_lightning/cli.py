@@ -26,8 +26,9 @@ class SSLLightningCLI(LightningCLI):
         parser.link_arguments("data.image_size", "model.init_args.image_size", apply_on="instantiate")
 
 
-def main(args: list[str] | None = None) -> SSLLightningCLI:
-    return SSLLightningCLI(
+def main(args: list[str] | None = None) -> None:
+    """Entry point of ``ssl-lightning`` and ``python -m ssl_lightning``."""
+    SSLLightningCLI(
         SSLMethod,
         LightningDataModule,
         subclass_mode_model=True,

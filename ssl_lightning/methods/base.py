@@ -5,6 +5,7 @@ schedule, and a stop with a clear message when the loss stops being finite."""
 from __future__ import annotations
 
 import inspect
+import math
 
 import torch
 from lightning.pytorch import LightningModule
@@ -13,6 +14,16 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 
 from ssl_lightning.nn.schedules import warmup_cosine
+
+
+def weight_decay_groups(parameters) -> list[dict]:
+    """Trainable ``parameters`` split into ``[decayed, no-decay]``: parameters with ≤ 1 dimension
+    (biases, BatchNorm/LayerNorm scales and shifts) get no weight decay; frozen ones are left out."""
+    decay, no_decay = [], []
+    for param in parameters:
+        if param.requires_grad:
+            (no_decay if param.ndim <= 1 else decay).append(param)
+    return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 class SSLMethod(LightningModule):
@@ -52,18 +63,19 @@ class SSLMethod(LightningModule):
         self.save_hyperparameters(ignore=["optimizer", *modules], frame=frame)
 
     def parameter_groups(self) -> list[dict]:
-        """Trainable parameters split into ``[decayed, no-decay]``: parameters with ≤ 1 dimension
-        (biases, BatchNorm/LayerNorm scales and shifts) get no weight decay. Frozen parameters
-        (e.g. EMA teachers) are never handed to the optimizer."""
-        decay, no_decay = [], []
-        for param in self.parameters():
-            if param.requires_grad:
-                (no_decay if param.ndim <= 1 else decay).append(param)
-        return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+        """The optimizer's parameter groups: :func:`weight_decay_groups` of all parameters. Frozen
+        parameters (e.g. EMA teachers) are never handed to the optimizer. A group may carry an
+        ``lr_scale``, a factor on the optimizer's learning rate (e.g. per block)."""
+        return weight_decay_groups(self.parameters())
 
     def total_and_warmup_steps(self) -> tuple[int, int]:
         """Optimizer steps of the whole run and of the warmup, from the Trainer's settings."""
-        total = max(1, int(self.trainer.estimated_stepping_batches))
+        estimated = self.trainer.estimated_stepping_batches
+        if not math.isfinite(estimated):
+            raise ValueError(
+                "The learning-rate schedule needs a known run length: set trainer.max_epochs or trainer.max_steps."
+            )
+        total = max(1, int(estimated))
         epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
         warmup = min(total, int(round(self.warmup_epochs * total / epochs)))
         return total, warmup
@@ -74,6 +86,8 @@ class SSLMethod(LightningModule):
 
     def configure_optimizers(self):
         optimizer = self.optimizer(self.parameter_groups())
+        for group in optimizer.param_groups:
+            group["lr"] *= group.get("lr_scale", 1.0)
         scheduler = LambdaLR(optimizer, self.lr_factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 

@@ -1,0 +1,63 @@
+"""Every ``examples/*.yaml`` trains for one batch (``--trainer.fast_dev_run``) on small generated
+data in the format its DataModule reads; nothing is downloaded. GPU recipes run on the CPU in
+float32 on one device here: the test checks the configuration, not the hardware."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ssl_lightning.cli import main
+from tests import fake_data
+
+EXAMPLES = sorted((Path(__file__).parents[1] / "examples").glob("*.yaml"))
+# Too large for a CPU test run (ViT-H/14 with its EMA teacher and AdamW state: > 10 GB, minutes per step).
+SLOW_EXAMPLES = {"ijepa_vith14_imagenet.yaml"}
+FAKE_WRITERS = {
+    "FashionMNIST": fake_data.write_fake_fashion_mnist,
+    "MNIST": fake_data.write_fake_mnist,
+    "CIFAR10": fake_data.write_fake_cifar10,
+    "CIFAR100": fake_data.write_fake_cifar100,
+    "STL10": fake_data.write_fake_stl10,
+    "ImageFolder": fake_data.write_fake_image_folder,
+}
+ON_ONE_CPU = [
+    "--trainer.accelerator=cpu",
+    "--trainer.devices=1",
+    "--trainer.num_nodes=1",
+    "--trainer.strategy=auto",
+    "--trainer.precision=32-true",
+    "--trainer.sync_batchnorm=false",
+    "--trainer.fast_dev_run=true",
+]
+
+
+def example_params():
+    for path in EXAMPLES:
+        marks = [pytest.mark.slow] if path.name in SLOW_EXAMPLES else []
+        yield pytest.param(path, id=path.stem, marks=marks)
+
+
+def test_examples_exist():
+    assert {"quickstart.yaml", "vicreg_cifar10.yaml", "vicreg_imagenet.yaml"} <= {p.name for p in EXAMPLES}
+
+
+@pytest.mark.parametrize("example", example_params())
+def test_example_runs_one_batch(example: Path, tmp_path: Path):
+    config = yaml.safe_load(example.read_text())
+    data_class = config["data"]["class_path"].rsplit(".", 1)[-1]
+    FAKE_WRITERS[data_class](tmp_path / "data")
+    main(
+        [
+            "fit",
+            "--config",
+            str(example),
+            f"--data.init_args.data_dir={tmp_path / 'data'}",
+            "--data.init_args.batch_size=8",
+            "--data.init_args.num_workers=0",
+            f"--trainer.default_root_dir={tmp_path}",
+            *ON_ONE_CPU,
+        ]
+    )
