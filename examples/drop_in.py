@@ -5,7 +5,7 @@ Your DataModule only has to yield ``(views, labels)`` training batches (a list o
 views, labels −1 when unknown) and ``(images, labels)`` validation batches. Here the data are the
 Fashion-MNIST IDX files of Debian's ``dataset-fashion-mnist`` package, read with numpy.
 
-    python examples/drop_in.py                 # a short real run with an online linear probe
+    python examples/drop_in.py                 # a short real run: online linear probe, kNN, RankMe
     python examples/drop_in.py --fast-dev-run  # one batch, to check the wiring
 """
 
@@ -22,7 +22,7 @@ from lightning.pytorch import LightningDataModule, Trainer
 from torch.utils.data import DataLoader, Dataset
 
 from ssl_lightning import VICReg
-from ssl_lightning.callbacks import OnlineLinearProbe
+from ssl_lightning.callbacks import OnlineKNN, OnlineLinearProbe, RankMe
 from ssl_lightning.data import JointEmbeddingViews
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # apt-get install dataset-fashion-mnist
@@ -89,7 +89,7 @@ def main() -> None:
     trainer = Trainer(
         max_steps=args.steps,
         max_epochs=1,
-        callbacks=[OnlineLinearProbe(lr=0.01)],
+        callbacks=[OnlineLinearProbe(lr=0.01), OnlineKNN(k=20), RankMe()],
         fast_dev_run=args.fast_dev_run,
         default_root_dir="logs/drop_in",
     )

@@ -1,5 +1,17 @@
 """Online-evaluation callbacks. They read the `features` a method returns; none runs a forward pass."""
 
+from ssl_lightning.callbacks.knn import OnlineKNN, knn_votes
 from ssl_lightning.callbacks.linear_probe import OnlineLinearProbe
+from ssl_lightning.callbacks.mask_images import MaskVisualization, mask_overlay
+from ssl_lightning.callbacks.rankme import CollapseWarning, RankMe, rankme
 
-__all__ = ["OnlineLinearProbe"]
+__all__ = [
+    "CollapseWarning",
+    "MaskVisualization",
+    "OnlineKNN",
+    "OnlineLinearProbe",
+    "RankMe",
+    "knn_votes",
+    "mask_overlay",
+    "rankme",
+]

@@ -13,51 +13,14 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from ssl_lightning.callbacks.outputs import (
+    SINGLE_FEATURE_KEY,
+    features_by_name,
+    labels_of,
+    metric_name,
+    outputs_features,
+)
 from ssl_lightning.distributed import is_distributed, world_size
-
-SINGLE_FEATURE_KEY = "features"
-
-
-def features_by_name(features: Tensor | dict[str, Tensor], wanted: list[str] | None) -> dict[str, Tensor]:
-    """Name a method's ``features`` output: a tensor becomes ``{"features": t}``; a dict is kept,
-    restricted to ``wanted`` when given. Raises when a wanted key is missing."""
-    if isinstance(features, Tensor):
-        return {SINGLE_FEATURE_KEY: features}
-    if not isinstance(features, dict):
-        raise TypeError(
-            f"The method's `features` output must be a tensor or a dict of tensors, got {type(features).__name__}"
-        )
-    if wanted is None:
-        return dict(features)
-    missing = [key for key in wanted if key not in features]
-    if missing:
-        raise KeyError(
-            f"Probe feature keys {missing} are not in the method's features {sorted(features)}; fix `feature_keys`."
-        )
-    return {key: features[key] for key in wanted}
-
-
-def labels_of(batch: Any, callback: str) -> Tensor:
-    """The class labels of a ``(inputs, labels)`` batch, with a clear error for unlabelled batches."""
-    if isinstance(batch, (list, tuple)) and len(batch) == 2 and isinstance(batch[1], Tensor) and batch[1].ndim == 1:
-        return batch[1]
-    raise ValueError(
-        f"{callback} needs batches of the form (images_or_views, labels) with a 1-D label tensor; got {type(batch).__name__}. "
-        "Give the DataModule's samples a label (use -1 for unlabelled images, which the probe ignores)."
-    )
-
-
-def outputs_features(outputs: Any, callback: str) -> Tensor | dict[str, Tensor]:
-    if not isinstance(outputs, dict) or "features" not in outputs:
-        raise ValueError(
-            f"{callback} reads the `features` the method returns from training_step/validation_step, "
-            'but the step returned no {"features": ...} dict.'
-        )
-    return outputs["features"]
-
-
-def metric_name(key: str, metric: str) -> str:
-    return f"probe/{metric}" if key == SINGLE_FEATURE_KEY else f"probe/{key}/{metric}"
 
 
 class OnlineLinearProbe(Callback):
@@ -159,7 +122,7 @@ class OnlineLinearProbe(Callback):
         self.optimizer.step()
         for key, out in logits.items():
             batch_acc = self.train_acc[key](out.detach(), labels)
-            pl_module.log(metric_name(key, "train_acc"), batch_acc, prog_bar=key == SINGLE_FEATURE_KEY)
+            pl_module.log(metric_name("probe", key, "train_acc"), batch_acc, prog_bar=key == SINGLE_FEATURE_KEY)
 
     def _average_gradients_across_ranks(self) -> None:
         if not is_distributed():
@@ -201,7 +164,9 @@ class OnlineLinearProbe(Callback):
     def _log_and_reset(metrics: nn.ModuleDict | None, name: str, pl_module: LightningModule, prog_bar: bool) -> None:
         for key, metric in (metrics or {}).items():
             if metric.update_count:
-                pl_module.log(metric_name(key, name), metric.compute(), prog_bar=prog_bar and key == SINGLE_FEATURE_KEY)
+                pl_module.log(
+                    metric_name("probe", key, name), metric.compute(), prog_bar=prog_bar and key == SINGLE_FEATURE_KEY
+                )
             metric.reset()
 
     def state_dict(self) -> dict[str, Any]:
