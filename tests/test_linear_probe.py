@@ -114,7 +114,6 @@ def test_unlabelled_batches_are_a_clear_error():
 
 def test_dict_features_get_one_head_each_and_bad_keys_fail():
     probe = OnlineLinearProbe(num_classes=3, feature_keys=["block1", "block2"])
-    model = tiny_vicreg()
     features = {"block1": torch.randn(8, 5), "block2": torch.randn(8, 7), "block3": torch.randn(8, 2)}
     labels = torch.arange(8) % 3
     probe._labelled({"features": features}, (None, labels), torch.device("cpu"))
