@@ -4,7 +4,8 @@ Runs the full Lightning training step (forward, loss, backward, optimizer, sched
 random in-memory images, so data loading is not measured. With ``--compile`` every child module
 of the method (backbone, projector, predictor, loss) is compiled in place with
 ``nn.Module.compile()`` and measured in the same run as eager. When the ``lightly`` package is
-installed, lightly's loss replaces ours in the same module for a side-by-side ratio.
+installed, lightly's loss replaces ours in the same module for a side-by-side ratio (for I-JEPA,
+which has no loss module in lightly, lightly's predictor replaces ours).
 
     python benchmarks/throughput.py                       # every method, CPU-sized defaults
     python benchmarks/throughput.py --methods vicreg --compile --batch-size 256 --image-size 32
@@ -13,13 +14,16 @@ installed, lightly's loss replaces ours in the same module for a side-by-side ra
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import time
 
 import torch
+from lightly_ijepa import LightlyIJEPAPredictor
 from lightning.pytorch import Callback, LightningModule, Trainer
 from methods import METHODS
 from report import header_lines, markdown_table, publish
+from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 
@@ -94,17 +98,36 @@ def compile_children(module: LightningModule) -> LightningModule:
     return module
 
 
+class WithoutTerms(nn.Module):
+    """A loss returning only its value, shaped like ours: ``(loss, {})``."""
+
+    def __init__(self, loss: nn.Module) -> None:
+        super().__init__()
+        self.loss = loss
+
+    def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        return self.loss(z1, z2), {}
+
+
 def lightly_variant(name: str, module: LightningModule) -> LightningModule | None:
-    """The same module with lightly's loss for ``name``, or None when lightly or a match is absent."""
+    """The same module with lightly's loss (I-JEPA: predictor) for ``name``, or None when lightly or a match is absent."""
     if importlib.util.find_spec("lightly") is None:
         return None
+    if name == "ijepa":
+        module.predictor = LightlyIJEPAPredictor(module.predictor)
+        return module
     from lightly import loss as lightly_loss
 
-    if name == "vicreg":
-        lightly_vicreg = lightly_loss.VICRegLoss()
-        module.loss_fn = lambda z1, z2: (lightly_vicreg(z1, z2), {})
-        return module
-    return None
+    lightly_losses = {
+        "vicreg": lightly_loss.VICRegLoss,
+        "barlow_twins": functools.partial(lightly_loss.BarlowTwinsLoss, lambda_param=0.0051),
+        "blockwise_barlow_twins": functools.partial(lightly_loss.BarlowTwinsLoss, lambda_param=0.0051),
+    }
+    if name not in lightly_losses:
+        return None
+    # an nn.Module: loss_fn is a registered child module, which a plain function cannot replace
+    module.loss_fn = WithoutTerms(lightly_losses[name]())
+    return module
 
 
 def main() -> None:
@@ -133,7 +156,8 @@ def main() -> None:
         lightly_module = lightly_variant(name, fresh_module(name, args)[0])
         if lightly_module is not None:
             theirs = images_per_second(lightly_module, num_views, args)
-            rows.append([name, "lightly's loss, eager", f"{theirs:,.1f}", f"{theirs / eager:.2f}×"])
+            part = "predictor" if name == "ijepa" else "loss"
+            rows.append([name, f"lightly's {part}, eager", f"{theirs:,.1f}", f"{theirs / eager:.2f}×"])
 
     lines = header_lines(
         f"Training throughput ({args.image_size} px, batch {args.batch_size}, {args.precision})",

@@ -1,35 +1,55 @@
-"""The ``ssl-lightning`` command: a LightningCLI over every method and DataModule of the package.
+"""The ``ssl-lightning`` command: a LightningCLI over every method, evaluation module and DataModule
+of the package, plus ``export``.
 
     ssl-lightning fit --config examples/quickstart.yaml
     ssl-lightning fit --model VICReg --data FashionMNIST --trainer.max_epochs=1
     ssl-lightning fit --model.help VICReg
+    ssl-lightning fit --config examples/linear_eval.yaml --model.init_args.checkpoint=PATH
+    ssl-lightning validate --config examples/knn_eval.yaml --model.init_args.checkpoint=PATH
+    ssl-lightning export --checkpoint PATH --output encoder.safetensors
 
-The DataModule's ``channels`` and ``image_size`` are linked into the method's ``in_chans`` and
-``image_size``, so the backbone always matches the data.
+The DataModule's ``channels`` and ``image_size`` are linked into the model's ``in_chans`` and
+``image_size``, so the backbone always matches the data. The model may be any LightningModule that
+accepts those two arguments: the methods and the evaluation modules (``LinearEval``, ``KNNEval``).
 """
 
 from __future__ import annotations
 
-from lightning.pytorch import LightningDataModule
+import sys
+
+from jsonargparse import auto_cli
+from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-import ssl_lightning.callbacks  # noqa: F401  (registers the callbacks' short names)
+import ssl_lightning.callbacks  # registers the callbacks' short names
 import ssl_lightning.data  # noqa: F401  (registers the DataModules' short names)
-from ssl_lightning.methods.base import SSLMethod
+from ssl_lightning.evaluation import export_encoder  # (also registers the methods' and evaluations' short names)
+
+EXPORT = "export"
 
 
 class SSLLightningCLI(LightningCLI):
-    """LightningCLI in subclass mode for both the method and the DataModule."""
+    """LightningCLI in subclass mode for both the model and the DataModule."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.channels", "model.init_args.in_chans", apply_on="instantiate")
         parser.link_arguments("data.image_size", "model.init_args.image_size", apply_on="instantiate")
 
 
+def export_command(args: list[str]) -> None:
+    """``ssl-lightning export``: :func:`~ssl_lightning.evaluation.export_encoder` from the command line."""
+    weights = auto_cli(export_encoder, args=args, as_positional=False)
+    print(f"Wrote {weights} and {weights.with_suffix('.json')}")
+
+
 def main(args: list[str] | None = None) -> None:
     """Entry point of ``ssl-lightning`` and ``python -m ssl_lightning``."""
+    command = sys.argv[1:] if args is None else args
+    if command[:1] == [EXPORT]:
+        export_command(command[1:])
+        return
     SSLLightningCLI(
-        SSLMethod,
+        LightningModule,
         LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,

@@ -42,3 +42,33 @@ def ddp_gradients(model: torch.nn.Module, loss: torch.Tensor) -> list[torch.Tens
         dist.all_reduce(grad)
         grads.append(grad / dist.get_world_size())
     return grads
+
+
+def _linear_model_and_views() -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    """A seeded ``Linear(6, 10)`` and two 16-sample input batches (the same in every process)."""
+    gen = torch.Generator().manual_seed(1)
+    x1, x2 = torch.randn(16, 6, generator=gen), torch.randn(16, 6, generator=gen)
+    torch.manual_seed(2)
+    return torch.nn.Linear(6, 10), x1, x2
+
+
+def _half_batch_loss_gradients(rank: int, world_size: int, loss_fn: Callable, out_path: str) -> None:
+    model, x1, x2 = _linear_model_and_views()
+    local = slice(rank * 16 // world_size, (rank + 1) * 16 // world_size)
+    loss, _ = loss_fn(model(x1[local]), model(x2[local]))
+    grads = ddp_gradients(model, loss)
+    if rank == 0:
+        torch.save(grads, out_path)
+
+
+def assert_two_process_loss_gradients_equal(loss_fn: Callable, out_path: str) -> None:
+    """For a two-view loss ``loss_fn(z1, z2) -> (loss, terms)`` (importable, so it can be spawned):
+    the DDP-averaged gradients of a linear model in 2 processes, each on half of the batch, equal
+    those of 1 process on the whole batch (SPEC.md §5). Loss values may differ per rank (e.g.
+    VICReg's per-rank invariance term); gradients may not."""
+    run_distributed(_half_batch_loss_gradients, 2, loss_fn, out_path)
+    model, x1, x2 = _linear_model_and_views()
+    loss, _ = loss_fn(model(x1), model(x2))
+    loss.backward()
+    for single, multi in zip([p.grad for p in model.parameters()], torch.load(out_path)):
+        torch.testing.assert_close(multi, single, rtol=1e-5, atol=1e-6)

@@ -1,6 +1,7 @@
-"""Every ``examples/*.yaml`` trains for one batch (``--trainer.fast_dev_run``) on small generated
-data in the format its DataModule reads; nothing is downloaded. GPU recipes run on the CPU in
-float32 on one device here: the test checks the configuration, not the hardware."""
+"""Every ``examples/*.yaml`` trains (or, for kNN evaluation, validates) for one batch
+(``--trainer.fast_dev_run``) on small generated data in the format its DataModule reads; nothing is
+downloaded. GPU recipes run on the CPU in float32 on one device here: the test checks the
+configuration, not the hardware."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+import ssl_lightning.data
 from ssl_lightning.cli import main
 from tests import fake_data
+from tests.pretrained import pretrained_checkpoint
 
 EXAMPLES = sorted((Path(__file__).parents[1] / "examples").glob("*.yaml"))
 # Too large for a CPU test run (ViT-H/14 with its EMA teacher and AdamW state: > 10 GB, minutes per step).
@@ -23,6 +26,9 @@ FAKE_WRITERS = {
     "STL10": fake_data.write_fake_stl10,
     "ImageFolder": fake_data.write_fake_image_folder,
 }
+# Evaluation examples load a pretraining checkpoint (here a tiny one, for the data's channels) and
+# some of them run with `validate`.
+EVALUATION_SUBCOMMANDS = {"LinearEval": "fit", "KNNEval": "validate"}
 ON_ONE_CPU = [
     "--trainer.accelerator=cpu",
     "--trainer.devices=1",
@@ -44,14 +50,22 @@ def test_examples_exist():
     assert {"quickstart.yaml", "vicreg_cifar10.yaml", "vicreg_imagenet.yaml"} <= {p.name for p in EXAMPLES}
 
 
+def evaluation_arguments(model_class: str, data_class: str, directory: Path) -> list[str]:
+    if model_class not in EVALUATION_SUBCOMMANDS:
+        return []
+    channels = getattr(ssl_lightning.data, data_class).channels
+    return [f"--model.init_args.checkpoint={pretrained_checkpoint('VICReg', directory, in_chans=channels)}"]
+
+
 @pytest.mark.parametrize("example", example_params())
-def test_example_runs_one_batch(example: Path, tmp_path: Path):
+def test_example_runs_one_batch(example: Path, tmp_path: Path, tmp_path_factory):
     config = yaml.safe_load(example.read_text())
     data_class = config["data"]["class_path"].rsplit(".", 1)[-1]
+    model_class = config["model"]["class_path"].rsplit(".", 1)[-1]
     FAKE_WRITERS[data_class](tmp_path / "data")
     main(
         [
-            "fit",
+            EVALUATION_SUBCOMMANDS.get(model_class, "fit"),
             "--config",
             str(example),
             f"--data.init_args.data_dir={tmp_path / 'data'}",
@@ -59,5 +73,6 @@ def test_example_runs_one_batch(example: Path, tmp_path: Path):
             "--data.init_args.num_workers=0",
             f"--trainer.default_root_dir={tmp_path}",
             *ON_ONE_CPU,
+            *evaluation_arguments(model_class, data_class, tmp_path_factory.getbasetemp() / "pretrained"),
         ]
     )

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ssl_lightning.losses import VICRegLoss, vicreg_loss
-from tests.distributed_utils import ddp_gradients, run_distributed
+from tests.distributed_utils import assert_two_process_loss_gradients_equal
 
 
 def reference_vicreg(z1, z2, lam=25.0, mu=25.0, nu=1.0, eps=1e-4):
@@ -54,30 +54,6 @@ def test_module_equals_function_and_rejects_bad_shapes():
         vicreg_loss(z1, torch.randn(8, 5))
 
 
-def _whole_batch_and_model():
-    gen = torch.Generator().manual_seed(1)
-    x1, x2 = torch.randn(16, 6, generator=gen), torch.randn(16, 6, generator=gen)
-    torch.manual_seed(2)
-    model = torch.nn.Linear(6, 10)
-    return x1, x2, model
-
-
-def _distributed_gradients(rank, world_size, out_path):
-    x1, x2, model = _whole_batch_and_model()
-    half = x1.shape[0] // world_size
-    local = slice(rank * half, (rank + 1) * half)
-    loss, _ = vicreg_loss(model(x1[local]), model(x2[local]))
-    grads = ddp_gradients(model, loss)
-    if rank == 0:
-        torch.save(grads, out_path)
-
-
 @pytest.mark.distributed
 def test_two_process_gradients_equal_single_process(tmp_path):
-    out = tmp_path / "grads.pt"
-    run_distributed(_distributed_gradients, 2, str(out))
-    x1, x2, model = _whole_batch_and_model()
-    loss, _ = vicreg_loss(model(x1), model(x2))
-    loss.backward()
-    for single, multi in zip([p.grad for p in model.parameters()], torch.load(out)):
-        torch.testing.assert_close(multi, single, rtol=1e-5, atol=1e-6)
+    assert_two_process_loss_gradients_equal(vicreg_loss, str(tmp_path / "grads.pt"))

@@ -2,7 +2,8 @@
 
 DataModules (``--data <Name>`` on the command line): ``FashionMNIST``, ``MNIST``, ``CIFAR10``,
 ``CIFAR100``, ``STL10``, ``ImageFolder``. View recipes (``views: {class_path: <Name>}``):
-``JointEmbeddingViews`` (VICReg / Barlow Twins), ``IJEPAViews``, ``StoPViews``.
+``JointEmbeddingViews`` (VICReg / Barlow Twins), ``IJEPAViews``, ``StoPViews``,
+``LinearEvalViews`` (linear evaluation).
 """
 
 from ssl_lightning.data.base import DatasetNotFoundError, SSLDataModule
@@ -14,6 +15,7 @@ from ssl_lightning.data.transforms import MultiViewTransform, eval_transform
 from ssl_lightning.data.views import (
     IJEPAViews,
     JointEmbeddingViews,
+    LinearEvalViews,
     StoPViews,
     ViewRecipe,
 )
@@ -28,6 +30,7 @@ __all__ = [
     "IJEPAViews",
     "ImageFolder",
     "JointEmbeddingViews",
+    "LinearEvalViews",
     "MultiViewTransform",
     "SSLDataModule",
     "StoPViews",

@@ -114,21 +114,28 @@ class SSLDataModule(LightningDataModule, ABC):
         except Exception as error:
             raise self.missing_data_error(f"download failed ({error})") from error
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.train_dataset is not None:
-            return
+    def data_root(self) -> Path:
+        """The directory holding the dataset, with a clear error when there is none."""
         root = self.find_data()
         if root is None:
             reason = "dataset files not found"
             if self.download:
                 reason += " (call prepare_data() to download them; the Trainer does)"
             raise self.missing_data_error(reason)
+        return root
+
+    def evaluation_transform(self) -> Callable:
+        """The deterministic transform of validation images (see :func:`eval_transform`)."""
+        return eval_transform(self.image_size, self.mean, self.std, self.native_size)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_dataset is not None:
+            return
         train_transform = self.views.train_transform(
             self.image_size, self.channels, self.mean, self.std
         )
-        val_transform = eval_transform(self.image_size, self.mean, self.std, self.native_size)
         self.train_dataset, self.val_dataset = self.build_datasets(
-            root, train_transform, val_transform
+            self.data_root(), train_transform, self.evaluation_transform()
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -141,6 +148,13 @@ class SSLDataModule(LightningDataModule, ABC):
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_dataset, self.val_batch_size, train=False)
+
+    def train_eval_dataloader(self) -> DataLoader:
+        """The training images with the validation transform, in order and all of them (no shuffle, no
+        dropped batch), as ``(images, labels)`` batches: the bank of an offline kNN evaluation."""
+        transform = self.evaluation_transform()
+        train_dataset, _ = self.build_datasets(self.data_root(), transform, transform)
+        return self._loader(train_dataset, self.val_batch_size, train=False)
 
     def _loader(self, dataset: Dataset, batch_size: int, train: bool) -> DataLoader:
         return DataLoader(

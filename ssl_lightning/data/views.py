@@ -188,3 +188,29 @@ class StoPViews(ViewRecipe):
                 ]
             )
         ]
+
+
+class LinearEvalViews(ViewRecipe):
+    """The usual training augmentation of linear evaluation (e.g. Chen et al. 2020, Bardes et al.
+    2022): one view, RandomResizedCrop and horizontal flip, nothing else.
+
+    Args:
+        crop_scale: RandomResizedCrop area range; ``None`` = (0.08, 1), or (0.2, 1) for images of at
+            most 64 px (CIFAR-like), as in the pretraining recipe.
+        hflip_prob: horizontal flip probability.
+    """
+
+    def __init__(self, crop_scale: tuple[float, float] | None = None, hflip_prob: float = 0.5) -> None:
+        self.crop_scale = crop_scale
+        self.hflip_prob = hflip_prob
+
+    def view_pipelines(self, image_size: int, channels: int) -> list[v2.Transform]:
+        crop_scale = self.crop_scale or ((0.2, 1.0) if is_small_image(image_size) else (0.08, 1.0))
+        return [
+            v2.Compose(
+                [
+                    v2.RandomResizedCrop(image_size, scale=crop_scale),
+                    v2.RandomHorizontalFlip(p=self.hflip_prob),
+                ]
+            )
+        ]

@@ -1,5 +1,7 @@
 """Self-supervised losses: pure functions plus thin ``nn.Module`` wrappers (no Lightning here)."""
 
+from ssl_lightning.losses.barlow_twins import BarlowTwinsLoss, barlow_twins_loss
+from ssl_lightning.losses.jepa import JEPALoss, jepa_loss
 from ssl_lightning.losses.vicreg import VICRegLoss, vicreg_loss
 
-__all__ = ["VICRegLoss", "vicreg_loss"]
+__all__ = ["BarlowTwinsLoss", "JEPALoss", "VICRegLoss", "barlow_twins_loss", "jepa_loss", "vicreg_loss"]

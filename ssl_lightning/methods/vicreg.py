@@ -6,15 +6,13 @@ from collections.abc import Sequence
 
 import torch
 from lightning.pytorch.cli import OptimizerCallable
-from torch import Tensor, nn
+from torch import nn
 
 from ssl_lightning.losses.vicreg import VICRegLoss
-from ssl_lightning.methods.base import SSLMethod
-from ssl_lightning.nn.backbone import create_backbone
-from ssl_lightning.nn.projector import projector_mlp
+from ssl_lightning.methods.joint_embedding import JointEmbeddingMethod
 
 
-class VICReg(SSLMethod):
+class VICReg(JointEmbeddingMethod):
     """Variance-Invariance-Covariance regularisation of two views' embeddings.
 
     backbone → pooled features ``h`` (what the probes see) → projector (expander) → ``z`` → loss.
@@ -47,25 +45,7 @@ class VICReg(SSLMethod):
     ) -> None:
         super().__init__(optimizer, warmup_epochs, warmup_start_factor, final_lr_factor)
         self.save_init_arguments()
-        self.backbone, self.feature_dim = create_backbone(
-            backbone, in_chans, image_size, small_image_stem, backbone_kwargs
+        self.build_networks(
+            backbone, in_chans, image_size, small_image_stem, backbone_kwargs, projector_dims, projector_bias=True
         )
-        self.projector = projector_mlp(self.feature_dim, list(projector_dims), bias=True)
         self.loss_fn = VICRegLoss(invariance_weight, variance_weight, covariance_weight)
-
-    def forward(self, images: Tensor) -> Tensor:
-        """Pooled backbone features of ``images``."""
-        return self.backbone(images)
-
-    def training_step(self, batch, batch_idx: int) -> dict[str, Tensor]:
-        views, _ = batch
-        self.check_views(views, 2, "VICReg")
-        h1, h2 = self.backbone(views[0]), self.backbone(views[1])
-        loss, terms = self.loss_fn(self.projector(h1), self.projector(h2))
-        self.log("train/loss", loss, prog_bar=True)
-        self.log_dict({f"train/{name}": value for name, value in terms.items()})
-        return {"loss": loss, "features": h1.detach()}
-
-    def validation_step(self, batch, batch_idx: int) -> dict[str, Tensor]:
-        images, _ = batch
-        return {"features": self.backbone(images)}

@@ -36,6 +36,17 @@ def apply_small_image_stem(model: nn.Module) -> nn.Module:
     return model
 
 
+def has_small_image_stem(model: nn.Module) -> bool:
+    """True for a ResNet whose stem :func:`apply_small_image_stem` changed (3×3/1 ``conv1``, no max-pool)."""
+    conv = getattr(model, "conv1", None)
+    return (
+        isinstance(conv, nn.Conv2d)
+        and conv.kernel_size == (3, 3)
+        and conv.stride == (1, 1)
+        and isinstance(getattr(model, "maxpool", None), nn.Identity)
+    )
+
+
 def create_backbone(
     backbone: str | nn.Module,
     in_chans: int = 3,

@@ -1,0 +1,227 @@
+"""Pretrained methods from checkpoints: which method a checkpoint holds, that method rebuilt with its
+weights, and its encoders for evaluation and export.
+
+The dispatch is the :data:`METHODS` table, keyed on the method's class name: the class path that
+LightningCLI saves in the checkpoint's ``hyper_parameters`` (``_class_path``) names it; checkpoints
+saved without the CLI are recognised by their top-level weight names and their hyper-parameters.
+A method is rebuilt from its saved ``__init__`` arguments, its weights are loaded strictly, and
+its :class:`MethodEncoders` entry takes the encoders out. A new method plugs in with one entry.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+import ssl_lightning.methods
+from ssl_lightning.evaluation.checkpoints import CheckpointError, read_checkpoint
+from ssl_lightning.evaluation.features import ViTFeatures
+from ssl_lightning.evaluation.timm_weights import TimmEncoder, backbone_as_timm, vit_as_timm
+from ssl_lightning.methods.base import SSLMethod
+
+
+def backbone_features(method: SSLMethod, encoder: str, pool: str | None, stage: int | None) -> nn.Module:
+    return method.backbone
+
+
+def vit_features(method: SSLMethod, encoder: str, pool: str | None, stage: int | None) -> nn.Module:
+    return ViTFeatures(getattr(method, f"{encoder}_encoder"), pool or "avg")
+
+
+def block_features(method: SSLMethod, encoder: str, pool: str | None, stage: int | None) -> nn.Module:
+    """Block ``stage``'s representation: stages 1..``stage`` of the ResNet, then that block's head."""
+    last = stage or len(method.heads)
+    return nn.Sequential(*method.stages[:last], method.heads[last - 1])
+
+
+@dataclass(frozen=True)
+class MethodEncoders:
+    """How to take the encoders out of one method.
+
+    Attributes:
+        modules: top-level names of the method's weights (how a checkpoint without class path is recognised).
+        features: ``(method, encoder, pool, stage) → module`` mapping images to ``(B, D)`` features.
+        as_timm: ``(method, hparams, encoder) → TimmEncoder``, the encoder as a plain timm model.
+        encoders: the encoders to choose from; the first is the default.
+        pools: the pooling choices of ``features`` (none when empty).
+        stages: the number of stages a representation can be taken from (none when 0).
+    """
+
+    modules: frozenset[str]
+    features: Callable[[SSLMethod, str, str | None, int | None], nn.Module]
+    as_timm: Callable[[SSLMethod, dict[str, Any], str], TimmEncoder]
+    encoders: tuple[str, ...] = ("backbone",)
+    pools: tuple[str, ...] = ()
+    stages: int = 0
+
+
+JOINT_EMBEDDING = MethodEncoders(frozenset({"backbone", "projector"}), backbone_features, backbone_as_timm)
+JEPA = MethodEncoders(
+    frozenset({"context_encoder", "target_encoder", "predictor"}),
+    vit_features,
+    vit_as_timm,
+    encoders=("target", "context"),
+    pools=("avg", "last4"),
+)
+BLOCKWISE = MethodEncoders(frozenset({"backbone", "heads", "projectors"}), block_features, backbone_as_timm, stages=4)
+
+METHODS: dict[str, MethodEncoders] = {
+    "VICReg": JOINT_EMBEDDING,
+    "BarlowTwins": JOINT_EMBEDDING,
+    "IJEPA": JEPA,
+    "FlexPredict": JEPA,
+    "BlockwiseBarlowTwins": BLOCKWISE,
+}
+"""Method class name (in :mod:`ssl_lightning.methods`) → how to take its encoders out."""
+
+
+@dataclass
+class Pretrained:
+    """A pretraining checkpoint's method, rebuilt with its weights (on the CPU, in eval mode).
+
+    ``hparams`` are the checkpoint's saved ``__init__`` arguments. Read them rather than
+    ``method.hparams``: a method rebuilt inside a LightningCLI instantiation (e.g. by ``LinearEval``)
+    records the CLI's arguments of the outer module as its own hyper-parameters.
+    """
+
+    name: str
+    method: SSLMethod
+    hparams: dict[str, Any]
+    path: Path
+
+    @property
+    def spec(self) -> MethodEncoders:
+        return METHODS[self.name]
+
+    @property
+    def in_chans(self) -> int:
+        return self.hparams["in_chans"]
+
+    @property
+    def image_size(self) -> int:
+        return self.hparams["image_size"]
+
+    def encoder_name(self, encoder: str | None) -> str:
+        """``encoder``, checked against the method's encoders; ``None`` gives the default one."""
+        if encoder is None:
+            return self.spec.encoders[0]
+        if encoder not in self.spec.encoders:
+            raise ValueError(
+                f"{self.path} holds a {self.name} checkpoint, whose encoders are {list(self.spec.encoders)}; "
+                f"got encoder={encoder!r}."
+            )
+        return encoder
+
+    def features(self, encoder: str | None = None, pool: str | None = None, stage: int | None = None) -> nn.Module:
+        """The module mapping images to the ``(B, D)`` features of the chosen encoder.
+
+        Args:
+            encoder: ``"target"`` (default) or ``"context"`` for JEPA methods; ``"backbone"`` otherwise.
+            pool: JEPA methods: ``"avg"`` (default) or ``"last4"`` (see :class:`ViTFeatures`).
+            stage: blockwise methods: the block whose representation to use, 1–4 (default: 4).
+        """
+        spec = self.spec
+        if pool is not None and pool not in spec.pools:
+            rule = f"pool must be one of {list(spec.pools)}" if spec.pools else "pool applies to JEPA methods only"
+            raise ValueError(f"{self.path} holds a {self.name} checkpoint: {rule}, got pool={pool!r}.")
+        if stage is not None and not 1 <= stage <= spec.stages:
+            rule = f"stage must be in 1..{spec.stages}" if spec.stages else "stage applies to blockwise methods only"
+            raise ValueError(f"{self.path} holds a {self.name} checkpoint: {rule}, got stage={stage}.")
+        return spec.features(self.method, self.encoder_name(encoder), pool, stage)
+
+    def as_timm(self, encoder: str | None = None) -> TimmEncoder:
+        """The chosen encoder as timm weights (see :class:`TimmEncoder`)."""
+        return self.spec.as_timm(self.method, self.hparams, self.encoder_name(encoder))
+
+
+def method_class(name: str) -> type[SSLMethod]:
+    return getattr(ssl_lightning.methods, name)
+
+
+def accepts(cls: type, arguments: dict[str, Any]) -> bool:
+    """Whether ``cls(**arguments)`` binds (by names only)."""
+    parameters = inspect.signature(cls.__init__).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return True
+    return set(arguments) <= {p.name for p in parameters}
+
+
+def candidate_methods(checkpoint: dict[str, Any], path: Path) -> list[str]:
+    """Names of the :data:`METHODS` the checkpoint may hold, most likely first."""
+    saved = checkpoint.get("hyper_parameters") or {}
+    class_path = saved.get("_class_path")
+    if class_path is not None:
+        name = class_path.rsplit(".", 1)[-1]
+        if class_path.startswith("ssl_lightning.") and name in METHODS:
+            return [name]
+        raise CheckpointError(
+            f"{path} is a checkpoint of {class_path}, not of an ssl_lightning pretraining method "
+            f"({', '.join(METHODS)}). Pass the checkpoint of the pretraining run."
+        )
+    hparams = init_arguments(saved)
+    modules = {key.split(".", 1)[0] for key in checkpoint["state_dict"]}
+    names = [name for name, spec in METHODS.items() if spec.modules == modules and accepts(method_class(name), hparams)]
+    if not names:
+        known = "; ".join(f"{name}: {', '.join(sorted(spec.modules))}" for name, spec in METHODS.items())
+        raise CheckpointError(
+            f"{path} is a Lightning checkpoint whose weights are under {', '.join(sorted(modules))} "
+            f"(hyper-parameters: {', '.join(sorted(hparams)) or 'none'}): not a checkpoint of an ssl_lightning "
+            f"method ({known}). Is it from another library?"
+        )
+    return names
+
+
+def init_arguments(hyper_parameters: dict[str, Any]) -> dict[str, Any]:
+    """The method's ``__init__`` arguments among saved hyper-parameters (drops LightningCLI's ``_class_path``...)."""
+    return {key: value for key, value in hyper_parameters.items() if not key.startswith("_")}
+
+
+def load_pretrained(checkpoint: str | Path, method: str | None = None) -> Pretrained:
+    """Rebuild the method a pretraining checkpoint holds and load its weights (CPU, eval mode).
+
+    The method is rebuilt from its saved ``__init__`` arguments, so the whole method (projector or
+    predictor included) is held in memory for a moment.
+
+    Args:
+        checkpoint: path of a ``.ckpt`` file saved by a pretraining run (CLI or plain Python).
+        method: the method you expect (a key of :data:`METHODS`, e.g. ``"IJEPA"``); ``None`` accepts any.
+
+    Raises:
+        FileNotFoundError: no file at ``checkpoint``.
+        CheckpointError: the file is not an ssl_lightning pretraining checkpoint, holds another method
+            than ``method``, or cannot be rebuilt (e.g. it was trained with an ``nn.Module`` backbone).
+    """
+    path = Path(checkpoint).expanduser()
+    if method is not None and method not in METHODS:
+        raise ValueError(f"Unknown method {method!r}; the methods with encoders are {', '.join(METHODS)}.")
+    content = read_checkpoint(path)
+    names = candidate_methods(content, path)
+    if method is not None:
+        if method not in names:
+            raise CheckpointError(f"{path} holds a checkpoint of {' or '.join(names)}, not of {method}.")
+        names = [method]
+    hparams = init_arguments(content.get("hyper_parameters") or {})
+    if "backbone" not in hparams:
+        raise CheckpointError(
+            f"{path} ({names[0]}) was trained with a backbone passed as an nn.Module, which checkpoints do not "
+            "record, so it cannot be rebuilt here. Build that module yourself and load the checkpoint's "
+            "state_dict entries under its prefix (e.g. 'backbone.')."
+        )
+    errors = []
+    for name in names:
+        try:
+            pretrained = method_class(name)(**hparams)
+            pretrained.load_state_dict(content["state_dict"], strict=True)
+        except (TypeError, ValueError, RuntimeError) as error:
+            errors.append(f"{name}: {error}")
+            continue
+        return Pretrained(name, pretrained.eval(), hparams, path)
+    raise CheckpointError(
+        f"{path} looks like a {' or '.join(names)} checkpoint but cannot be rebuilt from its hyper-parameters "
+        f"and weights (saved by another ssl_lightning version?): {'; '.join(errors)}"
+    )

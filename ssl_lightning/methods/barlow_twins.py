@@ -1,0 +1,58 @@
+"""Barlow Twins as a LightningModule (Zbontar, Jing, Misra, LeCun & Deny, ICML 2021, arXiv 2103.03230;
+SPEC.md §4)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from lightning.pytorch.cli import OptimizerCallable
+from torch import nn
+
+from ssl_lightning.losses.barlow_twins import BarlowTwinsLoss
+from ssl_lightning.methods.joint_embedding import JointEmbeddingMethod
+
+
+class BarlowTwins(JointEmbeddingMethod):
+    """Redundancy reduction: the cross-correlation of two views' embeddings is pushed to the identity.
+
+    backbone → pooled features ``h`` (what the probes see) → projector without biases (§2 of the
+    paper) → ``z`` → :class:`~ssl_lightning.losses.BarlowTwinsLoss` over the global batch.
+
+    The paper trains with LARS, lr 0.2 × batch/256 for weights and 0.0048 × batch/256 for biases
+    and norms, weight decay 1.5e-6, 10 warmup epochs then cosine. With one lr for both groups,
+    ``loss_scale=0.024`` gives the same ratio (as in the blockwise paper's code): LARS' trust ratio
+    makes the weights' steps independent of the loss scale, the biases' and norms' are not.
+
+    Args:
+        backbone: timm model name or ``nn.Module`` returning ``(B, D)`` features.
+        projector_dims: output sizes of the projector's linear layers (paper: 8192-8192-8192).
+        off_diagonal_weight: λ, weight of the redundancy-reduction term (paper: 0.0051).
+        loss_scale: factor on the whole loss (paper: 1).
+        in_chans, image_size: input images (linked from the DataModule by the CLI).
+        small_image_stem: 3×3 ResNet stem without max-pool; ``None`` = automatic for ≤ 64 px.
+        backbone_kwargs: extra ``timm.create_model`` arguments (e.g. a narrow ResNet's ``channels``).
+        optimizer, warmup_epochs, warmup_start_factor, final_lr_factor: see :class:`SSLMethod`.
+    """
+
+    def __init__(
+        self,
+        backbone: str | nn.Module = "resnet18",
+        projector_dims: Sequence[int] = (8192, 8192, 8192),
+        off_diagonal_weight: float = 0.0051,
+        loss_scale: float = 1.0,
+        in_chans: int = 3,
+        image_size: int = 224,
+        small_image_stem: bool | None = None,
+        backbone_kwargs: dict | None = None,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        warmup_epochs: float = 10.0,
+        warmup_start_factor: float = 0.0,
+        final_lr_factor: float = 1e-3,
+    ) -> None:
+        super().__init__(optimizer, warmup_epochs, warmup_start_factor, final_lr_factor)
+        self.save_init_arguments()
+        self.build_networks(
+            backbone, in_chans, image_size, small_image_stem, backbone_kwargs, projector_dims, projector_bias=False
+        )
+        self.loss_fn = BarlowTwinsLoss(off_diagonal_weight, loss_scale)

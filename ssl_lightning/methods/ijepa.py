@@ -1,0 +1,233 @@
+"""I-JEPA as a LightningModule (Assran et al., "Self-Supervised Learning from Images with a
+Joint-Embedding Predictive Architecture", CVPR 2023, arXiv 2301.08243; SPEC.md §1)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import OptimizerCallable
+from torch import Tensor
+
+from ssl_lightning.losses.jepa import JEPALoss, JEPALossKind
+from ssl_lightning.masks import MultiBlockMaskSampler
+from ssl_lightning.methods.base import SSLMethod
+from ssl_lightning.nn.ema import ema_update_, frozen_copy, momentum_at
+from ssl_lightning.nn.predictor import JEPAPredictor
+from ssl_lightning.nn.schedules import cosine_ramp
+from ssl_lightning.nn.vit import MaskedViTEncoder, gather_tokens
+
+
+def first_view(views: Tensor | Sequence[Tensor]) -> Tensor:
+    """The images of a batch: the tensor itself, or the first of several views."""
+    if isinstance(views, Tensor):
+        return views
+    if not isinstance(views, Sequence) or len(views) == 0:
+        raise ValueError(
+            f"JEPA methods need a batch of images (B, C, H, W) or a list of views, got {type(views).__name__}"
+        )
+    return views[0]
+
+
+def jepa_encoder(
+    backbone: str | MaskedViTEncoder | None, image_size: int, in_chans: int, **vit_options
+) -> MaskedViTEncoder:
+    """The context encoder of a JEPA method: a :class:`MaskedViTEncoder` from a timm ViT name (or,
+    for ``None``, from ``vit_options`` alone), or the given one after checking its image size."""
+    if isinstance(backbone, MaskedViTEncoder):
+        built_for = tuple(backbone.vit.patch_embed.img_size)
+        if built_for != (image_size, image_size):
+            raise ValueError(
+                f"The MaskedViTEncoder was built for {built_for} images but image_size is {image_size}: "
+                "the masks and the predictor's positions use the encoder's patch grid. Build it with "
+                f"img_size={image_size} or pass image_size={built_for[0]}."
+            )
+        return backbone
+    if backbone is not None and not isinstance(backbone, str):
+        raise TypeError(
+            f"I-JEPA needs a ViT encoder that can encode a subset of patches, got {type(backbone).__name__}. "
+            "Pass a timm ViT name (e.g. 'vit_base_patch16_224'), None with ViT sizes, or a MaskedViTEncoder."
+        )
+    return MaskedViTEncoder(backbone, img_size=image_size, in_chans=in_chans, **vit_options)
+
+
+class IJEPA(SSLMethod):
+    """Image-based Joint-Embedding Predictive Architecture: predict, from one context block of an
+    image, the *representations* of several target blocks of the same image (paper Sec. 3).
+
+    One training step on images ``x``:
+
+    1. multi-block masks, drawn on the batch's device by :class:`MultiBlockMaskSampler`: per image
+       one context block and ``num_targets`` target blocks (removed from the context);
+    2. target encoder ``f_θ̄`` (EMA copy of the context encoder, no gradient, never in the
+       optimizer) on the full image, a LayerNorm without parameters over the features, then the
+       target patches are gathered: ``s_y``;
+    3. context encoder ``f_θ`` on the context patches only: ``s_x``;
+    4. predictor ``g_φ(s_x, target positions)`` for every target block at once: ``ŝ_y``;
+    5. loss ``D(ŝ_y, s_y)`` averaged over target blocks and patches: smooth-L1 as in the official
+       code (default) or the paper's squared L2 (``loss="mse"``), :func:`~ssl_lightning.losses.jepa.jepa_loss`.
+
+    After each optimizer step the target encoder follows ``θ̄ ← m·θ̄ + (1 − m)·θ`` with ``m`` linear
+    from ``ema_momentum[0]`` to ``ema_momentum[1]`` over the run; the weight decay of the weights
+    (not of biases and norms) follows a cosine ramp ``weight_decay[0] → weight_decay[1]``. Both
+    are stepped per optimizer step, as is the base class's warmup + cosine learning rate.
+
+    ``features`` (for the probes) are the average-pooled target-encoder tokens of the full image,
+    already computed for the targets; validation features come from the target encoder too. The
+    target encoder always runs in eval mode, so dropout or drop-path never perturb the targets.
+    The masks of the last training step are kept in ``last_masks`` (``(context_idx, target_idx)``)
+    for visualisation (:class:`~ssl_lightning.callbacks.MaskVisualization`).
+
+    Args:
+        backbone: a ViT of timm's ``vision_transformer`` module by name (e.g.
+            ``"vit_base_patch16_224"``, ``"vit_huge_patch14_224"``; created without pretrained
+            weights, at ``image_size``), ``None`` for timm's ``VisionTransformer`` built from the
+            sizes below, or a ready :class:`~ssl_lightning.nn.MaskedViTEncoder` built for
+            ``image_size``. Anything else (a ResNet, ...) is rejected: I-JEPA encodes patch subsets.
+        patch_size, embed_dim, depth, num_heads: override the ViT's sizes (``None``: the named
+            model's, or ViT-B/16's when ``backbone`` is ``None``).
+        backbone_kwargs: further ``VisionTransformer`` arguments (``drop_path_rate``, ...).
+        pred_dim, pred_depth: predictor width and depth (paper: 384; depth 6 for ViT-B, 12 for
+            ViT-L/H). The predictor uses the encoder's number of heads.
+        num_targets, target_scale, target_aspect, context_scale, context_aspect, min_keep,
+            allow_overlap: multi-block masking (paper defaults; see :class:`MultiBlockMaskSampler`).
+        reference_masks: reproduce the official code's mask sampling (last patch row/column never
+            masked, contexts truncated to their first patches) instead of the corrected sampler.
+        loss: ``"smooth_l1"`` (official code) or ``"mse"`` (paper).
+        ema_momentum: EMA momentum at the first and the last step (linear in between).
+        weight_decay: weight decay of the weights at the first and the last step (cosine ramp),
+            set on the optimizer's first parameter group every step (it overrides the optimizer's
+            own ``weight_decay``); ``None`` keeps the optimizer's.
+        in_chans, image_size: input images (linked from the DataModule by the CLI).
+        optimizer, warmup_epochs, warmup_start_factor, final_lr_factor: see :class:`SSLMethod`;
+            defaults are the ViT-H/14 recipe (AdamW at lr 1e-3, warmup from 2e-4 over 40 epochs,
+            cosine to 1e-6).
+    """
+
+    def __init__(
+        self,
+        backbone: str | MaskedViTEncoder | None = "vit_base_patch16_224",
+        patch_size: int | None = None,
+        embed_dim: int | None = None,
+        depth: int | None = None,
+        num_heads: int | None = None,
+        backbone_kwargs: dict | None = None,
+        pred_dim: int = 384,
+        pred_depth: int = 6,
+        num_targets: int = 4,
+        target_scale: tuple[float, float] = (0.15, 0.2),
+        target_aspect: tuple[float, float] = (0.75, 1.5),
+        context_scale: tuple[float, float] = (0.85, 1.0),
+        context_aspect: tuple[float, float] = (1.0, 1.0),
+        min_keep: int = 10,
+        allow_overlap: bool = False,
+        reference_masks: bool = False,
+        loss: JEPALossKind = "smooth_l1",
+        ema_momentum: tuple[float, float] = (0.996, 1.0),
+        weight_decay: tuple[float, float] | None = (0.04, 0.4),
+        in_chans: int = 3,
+        image_size: int = 224,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        warmup_epochs: float = 40.0,
+        warmup_start_factor: float = 0.2,
+        final_lr_factor: float = 1e-3,
+    ) -> None:
+        super().__init__(optimizer, warmup_epochs, warmup_start_factor, final_lr_factor)
+        self.save_init_arguments()
+        self.context_encoder = jepa_encoder(
+            backbone,
+            image_size,
+            in_chans,
+            patch_size=patch_size,
+            embed_dim=embed_dim,
+            depth=depth,
+            num_heads=num_heads,
+            **(backbone_kwargs or {}),
+        )
+        self.target_encoder = frozen_copy(self.context_encoder)
+        self.predictor = self.build_predictor(
+            self.context_encoder.embed_dim,
+            self.context_encoder.grid_size,
+            pred_dim=pred_dim,
+            pred_depth=pred_depth,
+            num_heads=self.context_encoder.num_heads,
+        )
+        self.mask_sampler = MultiBlockMaskSampler(
+            self.context_encoder.grid_size,
+            num_targets=num_targets,
+            target_scale=target_scale,
+            target_aspect=target_aspect,
+            context_scale=context_scale,
+            context_aspect=context_aspect,
+            min_keep=min_keep,
+            allow_overlap=allow_overlap,
+            reference=reference_masks,
+        )
+        self.loss_fn = JEPALoss(loss)
+        self.ema_momentum = tuple(ema_momentum)
+        self.weight_decay = None if weight_decay is None else tuple(weight_decay)
+        self.mask_generator: torch.Generator | None = None
+        self.last_masks: tuple[Tensor, list[Tensor]] | None = None
+
+    def build_predictor(self, enc_dim: int, grid_size: tuple[int, int], **options) -> JEPAPredictor:
+        """I-JEPA's predictor (shared learned mask token); FlexPredict overrides this one method."""
+        return JEPAPredictor(enc_dim, grid_size, **options)
+
+    def train(self, mode: bool = True) -> IJEPA:
+        super().train(mode)
+        self.target_encoder.eval()
+        return self
+
+    def forward(self, images: Tensor) -> Tensor:
+        """Average-pooled target-encoder features ``(B, embed_dim)`` of full images (the representation)."""
+        return self.target_encoder(images).mean(dim=1)
+
+    def prediction_loss(
+        self, images: Tensor, context_idx: Tensor, target_idx: Sequence[Tensor]
+    ) -> tuple[Tensor, Tensor]:
+        """JEPA loss of ``images`` with the given masks, and the pooled target-encoder features.
+
+        Args:
+            images: ``(B, C, H, W)``.
+            context_idx: ``(B, Kc)`` flat patch indices of each image's context.
+            target_idx: one ``(B, Kt)`` index tensor per target block.
+        """
+        with torch.no_grad():
+            tokens = self.target_encoder(images)
+            normalized = F.layer_norm(tokens, tokens.shape[-1:])
+            targets = torch.cat([gather_tokens(normalized, idx) for idx in target_idx])
+        context = self.context_encoder(images, context_idx)
+        predictions = self.predictor(context, context_idx, target_idx)
+        return self.loss_fn(predictions, targets), tokens.mean(dim=1)
+
+    def on_train_start(self) -> None:
+        # One mask stream per process, seeded from the global RNG (seed_everything) plus the rank:
+        # reproducible runs, and different masks on different ranks.
+        seed = int(torch.randint(2**62, (1,))) + self.global_rank
+        self.mask_generator = torch.Generator(self.device).manual_seed(seed)
+
+    def training_step(self, batch, batch_idx: int) -> dict[str, Tensor]:
+        views, _ = batch
+        images = first_view(views)
+        context_idx, target_idx = self.mask_sampler(len(images), device=images.device, generator=self.mask_generator)
+        self.last_masks = (context_idx, target_idx)
+        loss, features = self.prediction_loss(images, context_idx, target_idx)
+        self.log("train/loss", loss, prog_bar=True)
+        return {"loss": loss, "features": features}
+
+    def validation_step(self, batch, batch_idx: int) -> dict[str, Tensor]:
+        images, _ = batch
+        return {"features": self(images)}
+
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer, optimizer_closure=None) -> None:
+        """The optimizer step with I-JEPA's per-step weight-decay ramp before it and the EMA update after it."""
+        step = self.global_step
+        total, _ = self.total_and_warmup_steps()
+        if self.weight_decay is not None:
+            optimizer.param_groups[0]["weight_decay"] = cosine_ramp(step, total, *self.weight_decay)
+            self.log("train/weight_decay", optimizer.param_groups[0]["weight_decay"])
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        momentum = momentum_at(step, total, *self.ema_momentum)
+        ema_update_(self.target_encoder.parameters(), self.context_encoder.parameters(), momentum)
+        self.log("train/ema_momentum", momentum)

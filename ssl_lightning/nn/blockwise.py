@@ -1,0 +1,44 @@
+"""Per-stage building blocks of blockwise self-supervised training (Siddiqui, Krueger, LeCun & Deny,
+"Blockwise Self-Supervised Learning at Scale", arXiv 2302.01647; SPEC.md §3)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+NoiseMode = Literal["all", "hw"]
+
+
+def stage_head(in_channels: int, out_dim: int = 2048, kernel_size: int = 1) -> nn.Sequential:
+    """The paper's "CbE + GSP" head of a stage: channel expansion by a ``kernel_size``×``kernel_size``
+    convolution (no bias, "same" padding) → BatchNorm2d → ReLU → global average pooling, giving the
+    stage's ``(B, out_dim)`` representation."""
+    if kernel_size < 1 or kernel_size % 2 == 0:
+        raise ValueError(f"head kernel_size must be a positive odd number (1, 3, ...), got {kernel_size}")
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_dim, kernel_size, padding=kernel_size // 2, bias=False),
+        nn.BatchNorm2d(out_dim),
+        nn.ReLU(inplace=True),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+    )
+
+
+def add_feature_noise(x: Tensor, noise_std: float, mode: NoiseMode = "all") -> Tensor:
+    """Noise injection of the blockwise paper: ``x + σ · std(x) · ε`` with ``ε ~ N(0, I)``.
+
+    ``mode="all"``: one std over the whole ``(B, C, H, W)`` batch of feature maps; ``mode="hw"``: a std
+    per sample and channel, over the spatial positions. As in the authors' code the std is not
+    detached.
+    """
+    if mode == "all":
+        std = x.std()
+    elif mode == "hw":
+        if x.shape[2] * x.shape[3] < 2:
+            raise ValueError(f"noise mode 'hw' needs feature maps of ≥ 2 positions, got {tuple(x.shape)}; use 'all'")
+        std = x.std(dim=(2, 3), keepdim=True)
+    else:
+        raise ValueError(f"noise mode must be 'all' or 'hw', got {mode!r}")
+    return x + noise_std * std * torch.randn_like(x)
