@@ -62,6 +62,21 @@ class SSLMethod(LightningModule):
         modules = [name for name, value in frame.f_locals.items() if isinstance(value, nn.Module)]
         self.save_hyperparameters(ignore=["optimizer", *modules], frame=frame)
 
+    def configure_model(self) -> None:
+        """Lightning's hook once the strategy is set up (before the optimizer exists): under
+        ``ModelParallelStrategy`` shard the networks with FSDP2 (:meth:`shard_modules`), then, when
+        the method was built with ``compile=True``, compile its hot modules in place
+        (:meth:`compile_modules`). Runs once per fit; calling it again changes nothing."""
+        if self.device_mesh is not None:
+            self.shard_modules(self.device_mesh)
+
+    def shard_modules(self, device_mesh) -> None:
+        """FSDP2-shard this method over ``device_mesh``; methods that support FSDP override this."""
+        raise NotImplementedError(
+            f"{type(self).__name__} does not support ModelParallelStrategy (FSDP2): only the ViT methods (IJEPA, "
+            "FlexPredict) shard their networks. Train ResNet methods with strategy=ddp (and sync_batchnorm=true)."
+        )
+
     def parameter_groups(self) -> list[dict]:
         """The optimizer's parameter groups: :func:`weight_decay_groups` of all parameters. Frozen
         parameters (e.g. EMA teachers) are never handed to the optimizer. A group may carry an
