@@ -143,3 +143,13 @@ def test_barlow_twins_projector_has_no_biases():
     model = BarlowTwins("resnet18", projector_dims=[16, 16], in_chans=1, image_size=16, backbone_kwargs=NARROW)
     linears = [m for m in model.projector if isinstance(m, torch.nn.Linear)]
     assert len(linears) == 2 and all(m.bias is None for m in linears)
+
+
+def test_stages_run_the_sync_batchnorm_the_trainer_swaps_in():
+    """``Trainer(sync_batchnorm=True)`` replaces every BatchNorm in the module tree; the stages must
+    run the replacements, the stem's ``bn1`` included (it sits in stage 1's Sequential)."""
+    model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(tiny_blockwise())
+    stage_norms = [
+        m for stage in model.stages for m in stage.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+    ]
+    assert stage_norms and all(isinstance(m, torch.nn.SyncBatchNorm) for m in stage_norms)

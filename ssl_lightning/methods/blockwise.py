@@ -84,14 +84,17 @@ class BlockwiseBarlowTwins(SSLMethod):
         self.backbone, _ = create_backbone(backbone, in_chans, image_size, small_image_stem, backbone_kwargs)
         if isinstance(getattr(self.backbone, "fc", None), nn.Linear):
             self.backbone.fc = nn.Identity()
-        stages = resnet_stages(self.backbone)
-        # A tuple, not a ModuleList: the stages are views into self.backbone, whose state dict keeps
-        # the plain ResNet's keys (exportable as is) without a second copy under other names.
-        self.stages = tuple(stages)
-        channels = stage_channels(stages, in_chans, image_size)
+        channels = stage_channels(self.stages, in_chans, image_size)
         self.heads = nn.ModuleList(stage_head(c, head_dim, head_kernel_size) for c in channels)
         self.projectors = nn.ModuleList(projector_mlp(head_dim, list(projector_dims), bias=False) for _ in channels)
         self.loss_fn = BarlowTwinsLoss(off_diagonal_weight, loss_scale)
+
+    @property
+    def stages(self) -> nn.ModuleList:
+        """The backbone's four stages, looked up on every call: they are views into ``self.backbone``
+        (whose state dict keeps the plain ResNet's keys, exportable as is), and a module swapped in
+        later — e.g. SyncBatchNorm by ``Trainer(sync_batchnorm=True)`` — is the one they run."""
+        return resnet_stages(self.backbone)
 
     def block_representations(self, images: Tensor) -> list[Tensor]:
         """The pooled ``(B, head_dim)`` representation of every block, in order."""
