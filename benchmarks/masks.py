@@ -30,9 +30,7 @@ def per_image_loop(
     """The official algorithm, one image at a time; ``sampler`` only supplies the configuration."""
     height, width = sampler.grid
     target_u, context_u = torch.rand(2, generator=generator).tolist()
-    th, tw = block_size(
-        sampler.grid, lerp(sampler.target_scale, target_u), lerp(sampler.target_aspect, target_u)
-    )
+    th, tw = block_size(sampler.grid, lerp(sampler.target_scale, target_u), lerp(sampler.target_aspect, target_u))
     ch, cw = block_size(
         sampler.grid,
         lerp(sampler.context_scale, context_u),
@@ -89,9 +87,7 @@ def main() -> None:
     parser.add_argument("--patch-size", type=int, default=16)
     parser.add_argument("--batches", type=int, default=50, help="timed batches (loop: a fifth)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument(
-        "--threads", type=int, default=1, help="CPU threads (1: as in a DataLoader worker)"
-    )
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads (1: as in a DataLoader worker)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -110,23 +106,17 @@ def main() -> None:
         (
             "per-image Python loop (official algorithm)",
             "cpu",
-            seconds_per_batch(
-                lambda: per_image_loop(reference, batch_size, loop_gen), args.batches // 5, cpu
-            ),
+            seconds_per_batch(lambda: per_image_loop(reference, batch_size, loop_gen), args.batches // 5, cpu),
         ),
         (
             "MultiBlockMaskSampler(reference=True)",
             device.type,
-            seconds_per_batch(
-                lambda: reference(batch_size, generator=ref_gen), args.batches, device
-            ),
+            seconds_per_batch(lambda: reference(batch_size, generator=ref_gen), args.batches, device),
         ),
         (
             "MultiBlockMaskSampler() (default)",
             device.type,
-            seconds_per_batch(
-                lambda: default(batch_size, generator=default_gen), args.batches, device
-            ),
+            seconds_per_batch(lambda: default(batch_size, generator=default_gen), args.batches, device),
         ),
     ]
     baseline = rows[0][2]
@@ -145,6 +135,7 @@ def main() -> None:
         ],
     )
     publish(lines)
+
 
 if __name__ == "__main__":
     main()

@@ -17,9 +17,7 @@ from PIL import Image
 IDX_UBYTE = 0x08
 
 
-def fake_images(
-    count: int, num_classes: int, shape: tuple[int, ...], seed: int
-) -> tuple[np.ndarray, np.ndarray]:
+def fake_images(count: int, num_classes: int, shape: tuple[int, ...], seed: int) -> tuple[np.ndarray, np.ndarray]:
     """``count`` uint8 images of ``shape`` and their labels ``0, 1, ..., num_classes - 1, 0, ...``
     (noise plus a label-dependent brightness offset)."""
     rng = np.random.default_rng(seed)
@@ -93,9 +91,7 @@ def write_stl10_split(directory: Path, split: str, count: int, seed: int, labell
         (labels + 1).astype(np.uint8).tofile(directory / f"{split}_y.bin")
 
 
-def write_fake_stl10(
-    root: str | Path, num_train: int = 64, num_test: int = 64, num_unlabeled: int = 64
-) -> None:
+def write_fake_stl10(root: str | Path, num_train: int = 64, num_test: int = 64, num_unlabeled: int = 64) -> None:
     """``root/stl10_binary/{train,test,unlabeled}_X.bin`` and ``{train,test}_y.bin``."""
     directory = Path(root) / "stl10_binary"
     directory.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,13 @@ from ssl_lightning.methods import BarlowTwins, BlockwiseBarlowTwins
 from tests.distributed_utils import ddp_gradients, run_distributed
 
 NARROW = {"channels": (8, 16, 32, 64), "stem_width": 8}
-COMMON = {"backbone": "resnet18", "backbone_kwargs": NARROW, "projector_dims": [32, 32], "in_chans": 1, "image_size": 16}
+COMMON = {
+    "backbone": "resnet18",
+    "backbone_kwargs": NARROW,
+    "projector_dims": [32, 32],
+    "in_chans": 1,
+    "image_size": 16,
+}
 BUILDERS = {
     "BarlowTwins": lambda: BarlowTwins(**COMMON),
     "BlockwiseBarlowTwins": lambda: BlockwiseBarlowTwins(**COMMON, head_dim=16, noise_std=0.0),
@@ -70,4 +76,6 @@ def test_two_process_gradients_equal_single_process(two_process_gradients, metho
     # float32 sums in a different order: absolute tolerance relative to the model's gradient scale
     atol = 1e-5 * max(float(param.grad.abs().max()) for param in model.parameters())
     for (name, param), multi in zip(model.named_parameters(), multi_grads):
-        torch.testing.assert_close(multi, param.grad, rtol=1e-4, atol=atol, msg=functools.partial("{}: {}".format, name))
+        torch.testing.assert_close(
+            multi, param.grad, rtol=1e-4, atol=atol, msg=functools.partial("{}: {}".format, name)
+        )

@@ -283,9 +283,7 @@ def test_joint_embedding_views_shapes(image_size, channels):
     )
     views = transform(torch.randint(0, 256, (channels, 40, 50), dtype=torch.uint8))
     assert len(views) == 3
-    assert all(
-        v.shape == (channels, image_size, image_size) and v.dtype == torch.float32 for v in views
-    )
+    assert all(v.shape == (channels, image_size, image_size) and v.dtype == torch.float32 for v in views)
 
 
 def test_joint_embedding_views_large_images_follow_the_byol_recipe():
@@ -335,9 +333,7 @@ def test_stop_views_recipe():
     assert op_probability(small, v2.GaussianBlur) == 0.0
     (gray,) = StoPViews().view_pipelines(28, 1)
     assert op_probability(gray, v2.Grayscale) == 0.0
-    (view,) = StoPViews().train_transform(28, 1, (0.5,), (0.5,))(
-        torch.zeros(1, 28, 28, dtype=torch.uint8)
-    )
+    (view,) = StoPViews().train_transform(28, 1, (0.5,), (0.5,))(torch.zeros(1, 28, 28, dtype=torch.uint8))
     assert view.shape == (1, 28, 28)
 
 

@@ -19,9 +19,7 @@ def seeded(seed: int, device: str = "cpu") -> torch.Generator:
     return torch.Generator(device=device).manual_seed(seed)
 
 
-def block_mask(
-    corner: tuple[int, int], size: tuple[int, int], grid: tuple[int, int]
-) -> torch.Tensor:
+def block_mask(corner: tuple[int, int], size: tuple[int, int], grid: tuple[int, int]) -> torch.Tensor:
     """One block as an (H, W) mask, by slicing: an implementation independent of the sampler's."""
     mask = torch.zeros(grid, dtype=torch.bool)
     mask[corner[0] : corner[0] + size[0], corner[1] : corner[1] + size[1]] = True

@@ -131,9 +131,7 @@ class SSLDataModule(LightningDataModule, ABC):
     def setup(self, stage: str | None = None) -> None:
         if self.train_dataset is not None:
             return
-        train_transform = self.views.train_transform(
-            self.image_size, self.channels, self.mean, self.std
-        )
+        train_transform = self.views.train_transform(self.image_size, self.channels, self.mean, self.std)
         self.train_dataset, self.val_dataset = self.build_datasets(
             self.data_root(), train_transform, self.evaluation_transform()
         )

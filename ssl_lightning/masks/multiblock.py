@@ -153,16 +153,12 @@ class MultiBlockMaskSampler:
             device = generator.device if generator is not None else "cpu"
         target_size, context_size = self._draw_sizes(device, generator)
         height, width = self.grid
-        target_corners = torch.empty(
-            batch_size, self.num_targets, 2, dtype=torch.long, device=device
-        )
+        target_corners = torch.empty(batch_size, self.num_targets, 2, dtype=torch.long, device=device)
         context_corners = torch.empty(batch_size, 2, dtype=torch.long, device=device)
         context_mask = torch.empty(batch_size, height, width, dtype=torch.bool, device=device)
         redraw = torch.arange(batch_size, device=device)
         for _ in range(self.max_tries):
-            targets = self._draw_corners(
-                (len(redraw), self.num_targets), target_size, generator, device
-            )
+            targets = self._draw_corners((len(redraw), self.num_targets), target_size, generator, device)
             context = self._draw_corners((len(redraw),), context_size, generator, device)
             target_corners[redraw] = targets
             context_corners[redraw] = context
@@ -194,17 +190,13 @@ class MultiBlockMaskSampler:
         targets = rectangle_indices(corners, layout.target_size, self.grid[1])
         return self._context_indices(layout.context_mask, generator), list(targets.unbind(0))
 
-    def _draw_sizes(
-        self, device: torch.device | str, generator: torch.Generator | None
-    ) -> tuple[Size, Size]:
+    def _draw_sizes(self, device: torch.device | str, generator: torch.Generator | None) -> tuple[Size, Size]:
         (target_u, target_aspect_u), (context_u, context_aspect_u) = torch.rand(
             2, 2, device=device, generator=generator
         ).tolist()
         if self.reference:  # the official code reuses the scale draw for the aspect ratio
             target_aspect_u, context_aspect_u = target_u, context_u
-        target = block_size(
-            self.grid, lerp(self.target_scale, target_u), lerp(self.target_aspect, target_aspect_u)
-        )
+        target = block_size(self.grid, lerp(self.target_scale, target_u), lerp(self.target_aspect, target_aspect_u))
         context = block_size(
             self.grid,
             lerp(self.context_scale, context_u),
@@ -224,9 +216,7 @@ class MultiBlockMaskSampler:
         top, left = (torch.randint(c, shape, generator=generator, device=device) for c in choices)
         return torch.stack((top, left), dim=-1)
 
-    def _context_mask(
-        self, targets: Tensor, context: Tensor, target_size: Size, context_size: Size
-    ) -> Tensor:
+    def _context_mask(self, targets: Tensor, context: Tensor, target_size: Size, context_size: Size) -> Tensor:
         width = self.grid[1]
         mask = indices_to_mask(rectangle_indices(context, context_size, width), self.grid)
         if not self.allow_overlap:
@@ -239,14 +229,8 @@ class MultiBlockMaskSampler:
         kept = context_mask.flatten(1)
         length = int(kept.sum(1).min())
         if self.reference:  # official: the first indices in row-major order
-            priority = torch.arange(kept.shape[1], device=kept.device, dtype=torch.float).expand(
-                kept.shape
-            )
+            priority = torch.arange(kept.shape[1], device=kept.device, dtype=torch.float).expand(kept.shape)
         else:
             priority = torch.rand(kept.shape, device=kept.device, generator=generator)
-        chosen = (
-            priority.masked_fill(~kept, float("inf"))
-            .topk(length, dim=1, largest=False, sorted=False)
-            .indices
-        )
+        chosen = priority.masked_fill(~kept, float("inf")).topk(length, dim=1, largest=False, sorted=False).indices
         return chosen.sort(dim=1).values

@@ -34,10 +34,7 @@ def check_range(name: str, value_range: tuple[float, float], upper: float) -> No
     low, high = value_range
     if not 0 < low <= high <= upper:
         bound = "1" if upper == 1 else "inf"
-        raise ValueError(
-            f"{name} must be a range (low, high) with 0 < low <= high <= {bound}, "
-            f"got {value_range!r}."
-        )
+        raise ValueError(f"{name} must be a range (low, high) with 0 < low <= high <= {bound}, got {value_range!r}.")
 
 
 def check_feasible(
