@@ -28,7 +28,10 @@ from ssl_lightning.data.datasets import TensorImageDataset
 
 @torch.no_grad()
 def frozen_features(module: LightningModule, loader: DataLoader) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """``module(images)`` for every batch, as a dict of ``(N, D)`` tensors, and the labels."""
+    """``module(images)`` in eval mode for every batch, as a dict of ``(N, D)`` tensors, and the labels.
+    The module's training mode is restored afterwards: Lightning keeps the mode it finds at the
+    start of ``fit``, so a module left in eval mode would pretrain with frozen BatchNorm statistics."""
+    was_training = module.training
     module.eval()
     chunks: dict[str, list[torch.Tensor]] = {}
     labels = []
@@ -38,6 +41,7 @@ def frozen_features(module: LightningModule, loader: DataLoader) -> tuple[dict[s
         for key, value in named.items():
             chunks.setdefault(key, []).append(value.float().cpu())
         labels.append(batch_labels)
+    module.train(was_training)
     return {key: torch.cat(parts) for key, parts in chunks.items()}, torch.cat(labels)
 
 
