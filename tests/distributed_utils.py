@@ -33,6 +33,32 @@ def run_distributed(fn: Callable, world_size: int = 2, *args) -> None:
     mp.spawn(_worker, args=(world_size, _free_port(), fn, args), nprocs=world_size, join=True)
 
 
+def _external_worker(rank: int, world_size: int, port: int, fn: Callable, args: tuple) -> None:
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        WORLD_SIZE=str(world_size),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        NODE_RANK="0",
+        OMP_NUM_THREADS="1",
+    )
+    torch.set_num_threads(1)
+    try:
+        fn(rank, world_size, *args)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def run_lightning_distributed(fn: Callable, world_size: int = 2, *args) -> None:
+    """Call ``fn(rank, world_size, *args)`` in ``world_size`` processes that Lightning takes as
+    launched externally (as by torchrun: ``LOCAL_RANK`` etc. are set), so a ``Trainer(devices=
+    world_size)`` built in ``fn`` joins them instead of re-running ``sys.argv`` (which under
+    pytest would start pytest again). The Trainer creates the process group."""
+    mp.spawn(_external_worker, args=(world_size, _free_port(), fn, args), nprocs=world_size, join=True)
+
+
 def ddp_gradients(model: torch.nn.Module, loss: torch.Tensor) -> list[torch.Tensor]:
     """Backpropagate ``loss`` and average parameter gradients over ranks, as DDP does."""
     loss.backward()

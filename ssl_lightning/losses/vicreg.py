@@ -50,22 +50,23 @@ def vicreg_loss(
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """VICReg loss of two ``(N, D)`` embedding batches; returns ``(loss, {term: value})``.
 
-    Computed in float32 whatever the autocast dtype: the covariance of large embeddings loses
-    too much precision in bf16.
+    Computed in float32 with autocast disabled: ``.float()`` alone is not enough, since autocast
+    would still run the covariance matmul in bf16, which loses too much precision for large embeddings.
     """
     if z1.shape != z2.shape or z1.ndim != 2:
         raise ValueError(
             f"VICReg expects two (N, D) embeddings of equal shape, got {tuple(z1.shape)} and {tuple(z2.shape)}"
         )
-    z1, z2 = z1.float(), z2.float()
-    invariance = F.mse_loss(z1, z2)
-    if gather_distributed:
-        z1, z2 = gather_with_grad(z1), gather_with_grad(z2)
-    if z1.shape[0] < 2:
-        raise ValueError("VICReg's variance and covariance need at least 2 samples in the (global) batch")
-    variance = (variance_loss(z1, eps) + variance_loss(z2, eps)) / 2
-    covariance = covariance_loss(z1) + covariance_loss(z2)
-    loss = invariance_weight * invariance + variance_weight * variance + covariance_weight * covariance
+    with torch.autocast(device_type=z1.device.type, enabled=False):
+        z1, z2 = z1.float(), z2.float()
+        invariance = F.mse_loss(z1, z2)
+        if gather_distributed:
+            z1, z2 = gather_with_grad(z1), gather_with_grad(z2)
+        if z1.shape[0] < 2:
+            raise ValueError("VICReg's variance and covariance need at least 2 samples in the (global) batch")
+        variance = (variance_loss(z1, eps) + variance_loss(z2, eps)) / 2
+        covariance = covariance_loss(z1) + covariance_loss(z2)
+        loss = invariance_weight * invariance + variance_weight * variance + covariance_weight * covariance
     return loss, {"invariance": invariance, "variance": variance, "covariance": covariance}
 
 

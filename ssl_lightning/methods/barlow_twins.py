@@ -32,7 +32,8 @@ class BarlowTwins(JointEmbeddingMethod):
         in_chans, image_size: input images (linked from the DataModule by the CLI).
         small_image_stem: 3×3 ResNet stem without max-pool; ``None`` = automatic for ≤ 64 px.
         backbone_kwargs: extra ``timm.create_model`` arguments (e.g. a narrow ResNet's ``channels``).
-        optimizer, warmup_epochs, warmup_start_factor, final_lr_factor: see :class:`SSLMethod`.
+        optimizer, warmup_epochs, warmup_start_factor, final_lr_factor, compile, compile_options: see
+            :class:`SSLMethod`.
     """
 
     def __init__(
@@ -49,8 +50,10 @@ class BarlowTwins(JointEmbeddingMethod):
         warmup_epochs: float = 10.0,
         warmup_start_factor: float = 0.0,
         final_lr_factor: float = 1e-3,
+        compile: bool = False,
+        compile_options: dict | None = None,
     ) -> None:
-        super().__init__(optimizer, warmup_epochs, warmup_start_factor, final_lr_factor)
+        super().__init__(optimizer, warmup_epochs, warmup_start_factor, final_lr_factor, compile, compile_options)
         self.save_init_arguments()
         self.build_networks(
             backbone, in_chans, image_size, small_image_stem, backbone_kwargs, projector_dims, projector_bias=False

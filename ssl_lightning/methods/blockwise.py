@@ -51,7 +51,8 @@ class BlockwiseBarlowTwins(SSLMethod):
         in_chans, image_size: input images (linked from the DataModule by the CLI).
         small_image_stem: 3×3 ResNet stem without max-pool; ``None`` = automatic for ≤ 64 px.
         backbone_kwargs: extra ``timm.create_model`` arguments (e.g. a narrow ResNet's ``channels``).
-        optimizer, warmup_epochs, warmup_start_factor, final_lr_factor: see :class:`SSLMethod`.
+        optimizer, warmup_epochs, warmup_start_factor, final_lr_factor, compile, compile_options: see
+            :class:`SSLMethod`.
     """
 
     def __init__(
@@ -73,8 +74,10 @@ class BlockwiseBarlowTwins(SSLMethod):
         warmup_epochs: float = 10.0,
         warmup_start_factor: float = 0.0,
         final_lr_factor: float = 1e-3,
+        compile: bool = False,
+        compile_options: dict | None = None,
     ) -> None:
-        super().__init__(optimizer, warmup_epochs, warmup_start_factor, final_lr_factor)
+        super().__init__(optimizer, warmup_epochs, warmup_start_factor, final_lr_factor, compile, compile_options)
         self.save_init_arguments()
         if len(block_lr_scales) != len(BLOCK_NAMES):
             raise ValueError(f"block_lr_scales needs one factor per block (4), got {list(block_lr_scales)}")
@@ -95,6 +98,14 @@ class BlockwiseBarlowTwins(SSLMethod):
         (whose state dict keeps the plain ResNet's keys, exportable as is), and a module swapped in
         later — e.g. SyncBatchNorm by ``Trainer(sync_batchnorm=True)`` — is the one they run."""
         return resnet_stages(self.backbone)
+
+    def compiled_modules(self) -> list[nn.Module]:
+        """Each stage, head and projector, and the loss: the stages, not the backbone, which is
+        never called as a whole (the stop-gradient and the noise run between stages, eagerly).
+        Stage 1 is compiled part by part (stem layers, ``layer1``): its ``nn.Sequential`` is
+        rebuilt at every lookup of :attr:`stages`, so compiling it would not last."""
+        first_stage, *later_stages = self.stages
+        return [*first_stage, *later_stages, *self.heads, *self.projectors, self.loss_fn]
 
     def block_representations(self, images: Tensor) -> list[Tensor]:
         """The pooled ``(B, head_dim)`` representation of every block, in order."""

@@ -8,6 +8,7 @@ from typing import Any
 from torch import Tensor
 
 from ssl_lightning.methods.ijepa import IJEPA
+from ssl_lightning.nn.fsdp import full_tensor
 from ssl_lightning.nn.predictor import StochasticPositionPredictor
 
 
@@ -37,5 +38,6 @@ class FlexPredict(IJEPA):
 
     def training_step(self, batch, batch_idx: int) -> dict[str, Tensor]:
         outputs = super().training_step(batch, batch_idx)
-        self.log("train/tied_projection_norm", self.predictor.input_proj.weight.detach().norm())
+        # FSDP2: the norm of a sharded weight is a replicated DTensor; log it as a plain tensor.
+        self.log("train/tied_projection_norm", full_tensor(self.predictor.input_proj.weight.detach().norm()))
         return outputs

@@ -8,12 +8,22 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import OptimizerCallable
-from torch import Tensor
+from lightning.pytorch.strategies import FSDPStrategy
+from torch import Tensor, nn
+from torch.distributed.device_mesh import DeviceMesh
 
 from ssl_lightning.losses.jepa import JEPALoss, JEPALossKind
 from ssl_lightning.masks import MultiBlockMaskSampler
 from ssl_lightning.methods.base import SSLMethod
 from ssl_lightning.nn.ema import ema_update_, frozen_copy, momentum_at
+from ssl_lightning.nn.fsdp import (
+    check_aligned_shards,
+    data_parallel_mesh,
+    is_sharded,
+    mixed_precision_policy,
+    reshard,
+    shard_transformer,
+)
 from ssl_lightning.nn.predictor import JEPAPredictor
 from ssl_lightning.nn.schedules import cosine_ramp
 from ssl_lightning.nn.vit import MaskedViTEncoder, gather_tokens
@@ -28,6 +38,18 @@ def first_view(views: Tensor | Sequence[Tensor]) -> Tensor:
             f"JEPA methods need a batch of images (B, C, H, W) or a list of views, got {type(views).__name__}"
         )
     return views[0]
+
+
+def mark_tokens_dynamic(*tensors: Tensor) -> None:
+    """Mark dim 1 (the tokens) of ``tensors`` dynamic for ``torch.compile``.
+
+    The masks' lengths change every batch; marked, the compiled networks and loss are traced once
+    with a symbolic token count instead of once static and once more after the first change
+    (``torch._dynamo.maybe_mark_dynamic``, see the dynamic-shapes page of the torch.compile docs;
+    "maybe": a use that needs a fixed size specializes instead of failing). No effect in eager mode.
+    """
+    for tensor in tensors:
+        torch._dynamo.maybe_mark_dynamic(tensor, 1)
 
 
 def jepa_encoder(
@@ -103,6 +125,8 @@ class IJEPA(SSLMethod):
         optimizer, warmup_epochs, warmup_start_factor, final_lr_factor: see :class:`SSLMethod`;
             defaults are the ViT-H/14 recipe (AdamW at lr 1e-3, warmup from 2e-4 over 40 epochs,
             cosine to 1e-6).
+        compile, compile_options: see :class:`SSLMethod`; the token dimension of the masks, whose
+            lengths change every batch, is marked dynamic, so each network compiles once.
     """
 
     def __init__(
@@ -132,8 +156,10 @@ class IJEPA(SSLMethod):
         warmup_epochs: float = 40.0,
         warmup_start_factor: float = 0.2,
         final_lr_factor: float = 1e-3,
+        compile: bool = False,
+        compile_options: dict | None = None,
     ) -> None:
-        super().__init__(optimizer, warmup_epochs, warmup_start_factor, final_lr_factor)
+        super().__init__(optimizer, warmup_epochs, warmup_start_factor, final_lr_factor, compile, compile_options)
         self.save_init_arguments()
         self.context_encoder = jepa_encoder(
             backbone,
@@ -174,6 +200,42 @@ class IJEPA(SSLMethod):
         """I-JEPA's predictor (shared learned mask token); FlexPredict overrides this one method."""
         return JEPAPredictor(enc_dim, grid_size, **options)
 
+    def shard_modules(self, device_mesh: DeviceMesh) -> None:
+        """FSDP2-shard the three networks over the data-parallel dimension of ``device_mesh``
+        (``torch.distributed.fsdp.fully_shard``; called by ``configure_model`` under Lightning's
+        ``ModelParallelStrategy``): each transformer block, then each network's root, alike for
+        the context encoder, the target encoder and the predictor. Teacher and student parameters
+        then hold the same shards (checked here), so the EMA update stays local to each rank.
+        Under ``precision="bf16-mixed"`` the all-gathered weights are bfloat16
+        (:func:`~ssl_lightning.nn.fsdp.mixed_precision_policy`). A second call does nothing."""
+        if is_sharded(self.context_encoder):
+            return
+        mesh = data_parallel_mesh(device_mesh)
+        policy = mixed_precision_policy(self._trainer.precision if self._trainer is not None else None)
+        for network, blocks in (
+            (self.context_encoder, self.context_encoder.vit.blocks),
+            (self.target_encoder, self.target_encoder.vit.blocks),
+            (self.predictor, self.predictor.blocks),
+        ):
+            shard_transformer(network, blocks, mesh, policy)
+        check_aligned_shards(self.target_encoder, self.context_encoder)
+
+    def compiled_modules(self) -> list[nn.Module]:
+        return [self.context_encoder, self.target_encoder, self.predictor, self.loss_fn]
+
+    def setup(self, stage: str) -> None:
+        """Reject Lightning's ``FSDPStrategy`` (FSDP1) before it wraps the model: it flattens the
+        parameters of each wrapped unit into one ``FlatParameter`` and shards that by offset, and
+        it wraps the whole LightningModule as one root unit, so the root shard mixes the student's
+        and the teacher's embeddings and norms and the EMA cannot pair them rank-locally."""
+        if isinstance(self.trainer.strategy, FSDPStrategy):
+            raise TypeError(
+                f"{type(self).__name__} does not support strategy=fsdp (FSDPStrategy, FSDP1): its EMA update needs the "
+                "target encoder sharded exactly like the context encoder. Use FSDP2 through "
+                "lightning.pytorch.strategies.ModelParallelStrategy(data_parallel_size=<devices × num_nodes>, "
+                "tensor_parallel_size=1), or strategy=ddp."
+            )
+
     def train(self, mode: bool = True) -> IJEPA:
         super().train(mode)
         self.target_encoder.eval()
@@ -193,12 +255,14 @@ class IJEPA(SSLMethod):
             context_idx: ``(B, Kc)`` flat patch indices of each image's context.
             target_idx: one ``(B, Kt)`` index tensor per target block.
         """
+        mark_tokens_dynamic(context_idx, *target_idx)
         with torch.no_grad():
             tokens = self.target_encoder(images)
             normalized = F.layer_norm(tokens, tokens.shape[-1:])
             targets = torch.cat([gather_tokens(normalized, idx) for idx in target_idx])
         context = self.context_encoder(images, context_idx)
         predictions = self.predictor(context, context_idx, target_idx)
+        mark_tokens_dynamic(predictions, targets)
         return self.loss_fn(predictions, targets), tokens.mean(dim=1)
 
     def on_train_start(self) -> None:
@@ -229,5 +293,6 @@ class IJEPA(SSLMethod):
             self.log("train/weight_decay", optimizer.param_groups[0]["weight_decay"])
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
         momentum = momentum_at(step, total, *self.ema_momentum)
+        reshard(self.target_encoder)  # under FSDP2 the EMA runs on the shards
         ema_update_(self.target_encoder.parameters(), self.context_encoder.parameters(), momentum)
         self.log("train/ema_momentum", momentum)

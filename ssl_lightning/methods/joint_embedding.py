@@ -39,6 +39,9 @@ class JointEmbeddingMethod(SSLMethod):
         )
         self.projector = projector_mlp(self.feature_dim, list(projector_dims), bias=projector_bias)
 
+    def compiled_modules(self) -> list[nn.Module]:
+        return [self.backbone, self.projector, self.loss_fn]
+
     def forward(self, images: Tensor) -> Tensor:
         """Pooled backbone features of ``images``."""
         return self.backbone(images)

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 
 import torch
 from torch import Tensor, nn
+from torch.distributed.tensor import DTensor
 
 from ssl_lightning.nn.schedules import linear_ramp
 
@@ -25,11 +26,21 @@ def ema_update_(teacher_params: Iterable[Tensor], student_params: Iterable[Tenso
     One fused ``torch._foreach_lerp_`` call (``lerp(θ_t, θ_s, 1 − m)``) over all parameters.
     ``momentum`` may be a 0-dim tensor (on the parameters' device), so the update can live in a compiled region without
     recompiling when ``m`` changes every step.
+
+    FSDP2-sharded parameters (``DTensor``) are updated through their local shards
+    (``DTensor.to_local()``), with no communication: teacher and student must be sharded alike
+    (:func:`~ssl_lightning.nn.fsdp.check_aligned_shards` verifies it once after sharding) and be in
+    their sharded state (:func:`~ssl_lightning.nn.fsdp.reshard`).
     """
-    teacher, student = list(teacher_params), list(student_params)
+    teacher, student = _local(teacher_params), _local(student_params)
     if len(teacher) != len(student):
         raise ValueError(f"EMA needs matching parameter lists, got {len(teacher)} and {len(student)} tensors")
     torch._foreach_lerp_(teacher, student, 1.0 - momentum)
+
+
+def _local(params: Iterable[Tensor]) -> list[Tensor]:
+    """The tensors themselves, or for ``DTensor`` parameters this rank's shard (sharing its storage)."""
+    return [param.to_local() if isinstance(param, DTensor) else param for param in params]
 
 
 def momentum_at(step: int, total_steps: int, start: float = 0.996, end: float = 1.0) -> float:

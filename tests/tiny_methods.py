@@ -1,0 +1,52 @@
+"""Every method at a CPU-cheap size, with a matching batch and DataModule, for tests that run all
+methods the same way (torch.compile, bf16)."""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from ssl_lightning.methods import BarlowTwins, BlockwiseBarlowTwins, SSLMethod, VICReg
+from tests.jepa_helpers import tiny_method
+from tests.synthetic import NoisyClassDataModule
+
+NARROW = {"channels": (8, 16, 32, 64), "stem_width": 8}
+JOINT = {
+    "backbone": "resnet18",
+    "backbone_kwargs": NARROW,
+    "projector_dims": [32, 32],
+    "in_chans": 1,
+    "image_size": 16,
+    "optimizer": functools.partial(torch.optim.AdamW, lr=1e-3),
+    "warmup_epochs": 0,
+}
+JEPA_METHODS = ("IJEPA", "FlexPredict")
+METHOD_NAMES = ("VICReg", "BarlowTwins", "BlockwiseBarlowTwins", *JEPA_METHODS)
+
+
+def tiny(name: str, seed: int = 0, **kwargs) -> SSLMethod:
+    """Method ``name`` at test size, its weights drawn from ``seed``."""
+    if name in JEPA_METHODS:
+        return tiny_method(name, seed, **kwargs)
+    torch.manual_seed(seed)
+    builders = {
+        "VICReg": VICReg,
+        "BarlowTwins": BarlowTwins,
+        "BlockwiseBarlowTwins": functools.partial(BlockwiseBarlowTwins, head_dim=16),
+    }
+    return builders[name](**{**JOINT, **kwargs})
+
+
+def tiny_batch(name: str, batch_size: int = 8, seed: int = 1) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """A training batch ``(views, labels)`` for ``tiny(name)``: 1×32 px for JEPA, 2 views of 16 px otherwise."""
+    generator = torch.Generator().manual_seed(seed)
+    num_views, size = (1, 32) if name in JEPA_METHODS else (2, 16)
+    views = [torch.randn(batch_size, 1, size, size, generator=generator) for _ in range(num_views)]
+    return views, torch.zeros(batch_size, dtype=torch.long)
+
+
+def tiny_data(name: str, batch_size: int = 8) -> NoisyClassDataModule:
+    """The DataModule that ``tiny(name)`` trains on."""
+    num_views, size = (1, 32) if name in JEPA_METHODS else (2, 16)
+    return NoisyClassDataModule(num_views=num_views, image_size=size, batch_size=batch_size)
