@@ -76,3 +76,24 @@ def test_example_runs_one_batch(example: Path, tmp_path: Path, tmp_path_factory)
             *evaluation_arguments(model_class, data_class, tmp_path_factory.getbasetemp() / "pretrained"),
         ]
     )
+
+
+def test_fsdp2_strategy_overlay_parses(capsys):
+    """examples/strategies/fsdp2.yaml layers onto a ViT method's config (the run itself is tested in test_fsdp.py)."""
+    examples = EXAMPLES[0].parent
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            [
+                "fit",
+                "--config",
+                str(examples / "ijepa_vith14_imagenet.yaml"),
+                "--config",
+                str(examples / "strategies" / "fsdp2.yaml"),
+                "--print_config",
+            ]
+        )
+    assert exit_info.value.code == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    strategy = printed["trainer"]["strategy"]
+    assert strategy["class_path"] == "lightning.pytorch.strategies.ModelParallelStrategy"
+    assert strategy["init_args"]["data_parallel_size"] == 16 and strategy["init_args"]["tensor_parallel_size"] == 1
