@@ -120,6 +120,7 @@ def main() -> None:
                     f"{100 * (after[key] - before[key]):+.2f}",
                 ]
             )
+            print("| " + " | ".join(rows[-1]) + " |", flush=True)  # partial results survive an interrupted run
 
     lines = header_lines(
         f"Linear probe after a {args.minutes:g}-minute pretraining on Fashion-MNIST",
