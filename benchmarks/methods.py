@@ -1,7 +1,8 @@
 """The methods the benchmarks know, each a builder of a ready LightningModule.
 
-A builder takes ``(image_size, in_chans, backbone)`` (``backbone=None``: the method's default)
-and returns a :class:`MethodCase`: the LightningModule, how many views a training batch needs and
+A builder takes ``(image_size, in_chans, backbone, **method_options)`` (``backbone=None``: the
+method's default; ``method_options``: further constructor arguments of the method, e.g.
+``compile=True``, which override the builder's own) and returns a :class:`MethodCase`: the LightningModule, how many views a training batch needs and
 the view recipe the method trains with. The benchmarks read probe features as ``module(images)`` — every method's ``forward``
 returns what its ``validation_step`` returns as ``features`` (a tensor, or a dict of tensors).
 Add a method by writing its builder and one line in ``METHODS``.
@@ -27,7 +28,7 @@ class MethodCase:
     views: ViewRecipe = field(default_factory=JointEmbeddingViews)
 
 
-Builder = Callable[[int, int, str | None], MethodCase]
+Builder = Callable[..., MethodCase]
 
 NARROW_RESNET18 = {"channels": [16, 32, 64, 128], "stem_width": 16}
 
@@ -49,23 +50,26 @@ def joint_embedding_options(image_size: int, in_chans: int, backbone: str | None
     }
 
 
-def vicreg(image_size: int, in_chans: int, backbone: str | None) -> MethodCase:
+def vicreg(image_size: int, in_chans: int, backbone: str | None, **method_options) -> MethodCase:
     """VICReg with the quickstart's settings."""
-    return MethodCase(VICReg(**joint_embedding_options(image_size, in_chans, backbone)), num_views=2)
+    options = joint_embedding_options(image_size, in_chans, backbone)
+    return MethodCase(VICReg(**{**options, **method_options}), num_views=2)
 
 
-def barlow_twins(image_size: int, in_chans: int, backbone: str | None) -> MethodCase:
+def barlow_twins(image_size: int, in_chans: int, backbone: str | None, **method_options) -> MethodCase:
     """End-to-end Barlow Twins with the quickstart's settings: the baseline of ``blockwise_barlow_twins``."""
-    return MethodCase(BarlowTwins(**joint_embedding_options(image_size, in_chans, backbone)), num_views=2)
+    options = joint_embedding_options(image_size, in_chans, backbone)
+    return MethodCase(BarlowTwins(**{**options, **method_options}), num_views=2)
 
 
-def blockwise_barlow_twins(image_size: int, in_chans: int, backbone: str | None) -> MethodCase:
+def blockwise_barlow_twins(image_size: int, in_chans: int, backbone: str | None, **method_options) -> MethodCase:
     """Blockwise Barlow Twins with the same backbone, projectors, optimizer and loss scale as
     ``barlow_twins`` (noise 0.25), so the two compare at the same budget. The block heads are as
     wide as the last stage (128 for the narrow ResNet-18, 2048 for ResNet-50, as in the paper)."""
     options = joint_embedding_options(image_size, in_chans, backbone)
     head_dim = 2048 if backbone else NARROW_RESNET18["channels"][-1]
-    return MethodCase(BlockwiseBarlowTwins(**options, head_dim=head_dim, loss_scale=1.0), num_views=2)
+    options |= {"head_dim": head_dim, "loss_scale": 1.0}
+    return MethodCase(BlockwiseBarlowTwins(**{**options, **method_options}), num_views=2)
 
 
 def jepa_options(image_size: int, in_chans: int, backbone: str | None) -> dict:
@@ -85,15 +89,17 @@ def jepa_options(image_size: int, in_chans: int, backbone: str | None) -> dict:
     return {**options, **small_vit, "pred_dim": 64, "pred_depth": 2, "target_scale": (0.1, 0.15), "min_keep": 3}
 
 
-def ijepa(image_size: int, in_chans: int, backbone: str | None) -> MethodCase:
+def ijepa(image_size: int, in_chans: int, backbone: str | None, **method_options) -> MethodCase:
     """I-JEPA with the quickstart's settings."""
-    return MethodCase(IJEPA(**jepa_options(image_size, in_chans, backbone)), num_views=1, views=IJEPAViews())
+    options = jepa_options(image_size, in_chans, backbone)
+    return MethodCase(IJEPA(**{**options, **method_options}), num_views=1, views=IJEPAViews())
 
 
-def flexpredict(image_size: int, in_chans: int, backbone: str | None) -> MethodCase:
+def flexpredict(image_size: int, in_chans: int, backbone: str | None, **method_options) -> MethodCase:
     """FlexPredict with exactly ``ijepa``'s settings and views, so the two differ only in the
     predictor's target tokens (noise_std 0.25, tied projection, no mask token)."""
-    return MethodCase(FlexPredict(**jepa_options(image_size, in_chans, backbone)), num_views=1, views=IJEPAViews())
+    options = jepa_options(image_size, in_chans, backbone)
+    return MethodCase(FlexPredict(**{**options, **method_options}), num_views=1, views=IJEPAViews())
 
 
 METHODS: dict[str, Builder] = {

@@ -1,14 +1,27 @@
-"""Training throughput (images/s) of each method, eager and with ``torch.compile``.
+"""Training throughput (images/s) of each method, eager and with ``torch.compile``, and its model
+FLOP utilisation (MFU).
 
 Runs the full Lightning training step (forward, loss, backward, optimizer, schedulers, EMA) on
-random in-memory images, so data loading is not measured. With ``--compile`` every child module
-of the method (backbone, projector, predictor, loss) is compiled in place with
-``nn.Module.compile()`` and measured in the same run as eager. When the ``lightly`` package is
-installed, lightly's loss replaces ours in the same module for a side-by-side ratio (for I-JEPA,
-which has no loss module in lightly, lightly's predictor replaces ours).
+random in-memory images, so data loading is not measured. With ``--compile`` the method is also
+built with its own ``compile=True`` option (its hot modules compiled in place, default inductor
+backend; see ``SSLMethod.compiled_modules``) and measured in the same run as eager. When the
+``lightly`` package is installed, lightly's loss replaces ours in the same module for a
+side-by-side ratio (for I-JEPA, which has no loss module in lightly, lightly's predictor replaces
+ours).
+
+With ``--mfu`` the model FLOPs of one training step are counted by
+``torch.utils.flop_counter.FlopCounterMode`` over the first (untimed, eager) training step: the
+matrix multiplications, convolutions and attention of the forward and backward passes of the
+networks and the loss, including the forward pass of I-JEPA's target encoder (which has no
+backward); elementwise work, the optimizer and the EMA update are not counted. Achieved FLOP/s =
+FLOPs per step × steps per second, and MFU = achieved / peak, the peak being the GPU's dense bf16
+tensor-core rate (NVIDIA datasheets: :data:`PEAK_BF16_FLOPS`) or ``--peak-flops``. On a CPU, or
+an unknown GPU, MFU is left out unless ``--peak-flops`` is given.
 
     python benchmarks/throughput.py                       # every method, CPU-sized defaults
     python benchmarks/throughput.py --methods vicreg --compile --batch-size 256 --image-size 32
+    python benchmarks/throughput.py --methods ijepa --backbone vit_base_patch16_224 --image-size 224 \
+        --batch-size 128 --precision bf16-mixed --compile --mfu          # MFU of ViT-B/16 I-JEPA
 """
 
 from __future__ import annotations
@@ -17,6 +30,7 @@ import argparse
 import functools
 import importlib.util
 import time
+from collections.abc import Sequence
 
 import torch
 from lightly_ijepa import LightlyIJEPAPredictor
@@ -25,6 +39,11 @@ from methods import METHODS
 from report import header_lines, markdown_table, publish
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+from torch.utils.flop_counter import FlopCounterMode
+
+# Dense bf16 tensor-core peak FLOP/s by a substring of torch.cuda.get_device_name(), first match
+# wins (NVIDIA H100/H200 and A100 datasheets; the "with sparsity" figures are twice these).
+PEAK_BF16_FLOPS = [("H200", 989e12), ("H100 PCIe", 756e12), ("H100", 989e12), ("A100", 312e12)]
 
 
 class RandomViews(Dataset):
@@ -65,7 +84,27 @@ class StepTimer(Callback):
             torch.cuda.synchronize(pl_module.device)
 
 
-def images_per_second(module: LightningModule, num_views: int, args: argparse.Namespace) -> float:
+class StepFlops(Callback):
+    """FLOPs of the first training step (forward, loss and backward), by ``FlopCounterMode``."""
+
+    def __init__(self) -> None:
+        self.counter: FlopCounterMode | None = None
+        self.flops: int | None = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if batch_idx == 0:
+            self.counter = FlopCounterMode(display=False)
+            self.counter.__enter__()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if batch_idx == 0:
+            self.counter.__exit__(None, None, None)
+            self.flops = self.counter.get_total_flops()
+
+
+def images_per_second(
+    module: LightningModule, num_views: int, args: argparse.Namespace, callbacks: Sequence[Callback] = ()
+) -> float:
     """Images (each in ``num_views`` views) per second over ``args.steps`` timed training steps."""
     timer = StepTimer(args.warmup)
     data = RandomViews(args.batch_size * (args.warmup + args.steps), num_views, args.in_chans, args.image_size)
@@ -79,23 +118,25 @@ def images_per_second(module: LightningModule, num_views: int, args: argparse.Na
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[timer],
+        callbacks=[timer, *callbacks],
     )
     trainer.fit(module, DataLoader(data, batch_size=args.batch_size, drop_last=True))
     return args.batch_size * args.steps / (timer.end - timer.start)
 
 
-def fresh_module(name: str, args: argparse.Namespace) -> tuple[LightningModule, int]:
+def fresh_module(name: str, args: argparse.Namespace, **method_options) -> tuple[LightningModule, int]:
     """The method built with the same seed every time, so variants start from the same weights."""
     torch.manual_seed(0)
-    case = METHODS[name](args.image_size, args.in_chans, args.backbone)
+    case = METHODS[name](args.image_size, args.in_chans, args.backbone, **method_options)
     return case.module, case.num_views
 
 
-def compile_children(module: LightningModule) -> LightningModule:
-    for child in module.children():
-        child.compile()
-    return module
+def peak_flops(args: argparse.Namespace, device: torch.device) -> float | None:
+    """``--peak-flops``, else the GPU's dense bf16 peak from :data:`PEAK_BF16_FLOPS`, else None."""
+    if args.peak_flops or device.type != "cuda":
+        return args.peak_flops
+    name = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in PEAK_BF16_FLOPS if key in name), None)
 
 
 class WithoutTerms(nn.Module):
@@ -139,34 +180,62 @@ def main() -> None:
     parser.add_argument("--in-chans", type=int, default=3)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--compile", action="store_true", help="also measure torch.compile")
+    parser.add_argument("--compile", action="store_true", help="also measure the methods with compile=True")
+    parser.add_argument("--mfu", action="store_true", help="count model FLOPs per step; report FLOP/s and MFU")
+    parser.add_argument("--peak-flops", type=float, default=None, help="peak FLOP/s for MFU (default: GPU's bf16)")
     parser.add_argument("--precision", default="32-true", help="e.g. bf16-mixed on a GPU")
     parser.add_argument("--accelerator", default="auto")
     args = parser.parse_args()
+    if args.mfu and args.warmup < 1:
+        parser.error("--mfu counts the FLOPs of the first training step, which must be untimed: use --warmup 1 or more")
+    if args.peak_flops is not None and args.peak_flops <= 0:
+        parser.error(f"--peak-flops must be a positive number of FLOP/s (e.g. 989e12), got {args.peak_flops}")
     device = torch.device("cuda" if torch.cuda.is_available() and args.accelerator != "cpu" else "cpu")
+    peak = peak_flops(args, device)
 
-    rows = []
+    rows, step_flops = [], {}
     for name in args.methods:
         module, num_views = fresh_module(name, args)
-        eager = images_per_second(module, num_views, args)
-        rows.append([name, "ours, eager", f"{eager:,.1f}", "1.00×"])
+        counter = StepFlops()
+        eager = images_per_second(module, num_views, args, [counter] if args.mfu else [])
+        step_flops[name] = counter.flops
+        variants = [("ours, eager", eager)]
         if args.compile:
-            compiled = images_per_second(compile_children(fresh_module(name, args)[0]), num_views, args)
-            rows.append([name, "ours, torch.compile", f"{compiled:,.1f}", f"{compiled / eager:.2f}×"])
+            compiled = images_per_second(fresh_module(name, args, compile=True)[0], num_views, args)
+            variants.append(("ours, torch.compile", compiled))
         lightly_module = lightly_variant(name, fresh_module(name, args)[0])
         if lightly_module is not None:
-            theirs = images_per_second(lightly_module, num_views, args)
             part = "predictor" if name == "ijepa" else "loss"
-            rows.append([name, f"lightly's {part}, eager", f"{theirs:,.1f}", f"{theirs / eager:.2f}×"])
+            variants.append((f"lightly's {part}, eager", images_per_second(lightly_module, num_views, args)))
+        for variant, speed in variants:
+            row = [name, variant, f"{speed:,.1f}", f"{speed / eager:.2f}×"]
+            if args.mfu:
+                achieved = step_flops[name] * speed / args.batch_size
+                row += [f"{achieved / 1e12:,.4g}"] + ([f"{achieved / peak:.1%}"] if peak else [])
+            rows.append(row)
 
-    lines = header_lines(
-        f"Training throughput ({args.image_size} px, batch {args.batch_size}, {args.precision})",
-        device,
+    notes = [
         f"backbone: {args.backbone or 'each method default (benchmarks/methods.py)'}",
         f"images/s over {args.steps} steps after {args.warmup} warmup steps; each image in all its views",
         "lightly: " + ("installed" if importlib.util.find_spec("lightly") else "not installed, no comparison"),
+    ]
+    columns = ["method", "variant", "images/s", "vs ours eager"]
+    if args.mfu:
+        counted = ", ".join(f"{name} {flops / 1e9:,.4g}" for name, flops in step_flops.items())
+        notes.append(
+            f"model GFLOP per training step (FlopCounterMode, forward + backward, EMA and optimizer not counted; "
+            f"every row of a method uses it): {counted}"
+        )
+        notes.append(
+            f"MFU against a peak of {peak / 1e12:,.4g} TFLOP/s"
+            if peak
+            else "MFU left out: no peak FLOP/s (--peak-flops)"
+        )
+        columns += ["TFLOP/s"] + (["MFU"] if peak else [])
+    lines = header_lines(
+        f"Training throughput ({args.image_size} px, batch {args.batch_size}, {args.precision})", device, *notes
     )
-    publish(lines + markdown_table(["method", "variant", "images/s", "vs ours eager"], rows))
+    publish(lines + markdown_table(columns, rows))
 
 
 if __name__ == "__main__":

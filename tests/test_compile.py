@@ -1,6 +1,6 @@
 """The ``compile`` option of every method: in-place compilation of the hot modules (state-dict keys
 unchanged), the same loss and gradients as eager, a bounded number of compilations when the JEPA
-mask lengths change every batch, and compiled losses under DDP.
+mask lengths change every batch, compiled losses under DDP and compiled modules after FSDP2 sharding.
 
 The cheap ``aot_eager`` backend (AOTAutograd's forward and backward graphs run by the eager
 kernels) stands in for inductor, which compiles too slowly on a 2-core CPU; one slow test uses
@@ -9,6 +9,7 @@ inductor itself.
 
 from __future__ import annotations
 
+import lightning.pytorch as pl
 import pytest
 import torch
 from lightning.pytorch import Callback, Trainer
@@ -18,7 +19,8 @@ from torch._dynamo.backends.registry import lookup_backend
 from ssl_lightning.cli import main
 from ssl_lightning.losses import BarlowTwinsLoss, VICRegLoss
 from ssl_lightning.methods import SSLMethod
-from tests.distributed_utils import assert_two_process_loss_gradients_equal
+from tests import fsdp_helpers
+from tests.distributed_utils import assert_two_process_loss_gradients_equal, run_lightning_distributed
 from tests.tiny_methods import JEPA_METHODS, METHOD_NAMES, tiny, tiny_batch, tiny_data
 
 
@@ -53,9 +55,7 @@ def fit(model: SSLMethod, name: str, steps: int, callbacks=(), **trainer_options
         callbacks=list(callbacks),
         **{"limit_val_batches": 0, **trainer_options},
     )
-    data = tiny_data(name)
-    data.train_size = max(data.train_size, steps * data.batch_size)
-    trainer.fit(model, data)
+    trainer.fit(model, tiny_data(name, batch_size=8, train_size=max(64, 8 * steps)))
     return trainer
 
 
@@ -184,6 +184,33 @@ def test_compiled_losses_keep_global_batch_gradients_under_ddp(tmp_path):
     """torch.distributed.nn.functional's collectives are not traceable: Dynamo falls back to eager
     around them (no error), and the gradients still equal those of one process on the whole batch."""
     assert_two_process_loss_gradients_equal(compiled_losses, str(tmp_path / "grads.pt"))
+
+
+def fsdp2_eager_and_compiled_run(rank: int, world_size: int, out_path: str) -> None:
+    """Three FSDP2 I-JEPA steps from the same seed, eager then compiled; rank 0 saves both final
+    (gathered) states and whether the compiled run's modules were compiled."""
+    finals = []
+    for compile in (False, True):
+        torch.compiler.reset()
+        pl.seed_everything(0)
+        options = {"compile": compile, "compile_options": {"backend": "aot_eager"}}
+        model = tiny("IJEPA", **fsdp_helpers.TINY_VIT, **options)
+        fsdp_helpers.fit(model, "fsdp2", max_steps=3)
+        finals.append(fsdp_helpers.full_state(model))
+    compiled = all(module._compiled_call_impl is not None for module in model.compiled_modules())
+    if rank == 0:
+        torch.save({"eager": finals[0], "compiled": finals[1], "all_compiled": compiled}, out_path)
+
+
+@pytest.mark.distributed
+def test_compiled_after_fsdp2_sharding_trains_like_eager(tmp_path):
+    """configure_model shards, then compiles the sharded modules: the weights after 3 steps equal
+    the eager FSDP2 run's to 1e-6 relative (measured: bit-identical)."""
+    out_path = tmp_path / "finals.pt"
+    run_lightning_distributed(fsdp2_eager_and_compiled_run, 2, str(out_path))
+    record = torch.load(out_path)
+    assert record["all_compiled"]
+    torch.testing.assert_close(record["compiled"], record["eager"], rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.slow

@@ -46,7 +46,7 @@ def tiny_batch(name: str, batch_size: int = 8, seed: int = 1) -> tuple[list[torc
     return views, torch.zeros(batch_size, dtype=torch.long)
 
 
-def tiny_data(name: str, batch_size: int = 8) -> NoisyClassDataModule:
+def tiny_data(name: str, batch_size: int = 8, train_size: int = 64) -> NoisyClassDataModule:
     """The DataModule that ``tiny(name)`` trains on."""
     num_views, size = (1, 32) if name in JEPA_METHODS else (2, 16)
-    return NoisyClassDataModule(num_views=num_views, image_size=size, batch_size=batch_size)
+    return NoisyClassDataModule(num_views=num_views, image_size=size, batch_size=batch_size, train_size=train_size)
