@@ -19,15 +19,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ssl_lightning.methods import BarlowTwins, BlockwiseBarlowTwins
 from tests.distributed_utils import ddp_gradients, run_distributed
+from tests.tiny_methods import JOINT as COMMON
 
-NARROW = {"channels": (8, 16, 32, 64), "stem_width": 8}
-COMMON = {
-    "backbone": "resnet18",
-    "backbone_kwargs": NARROW,
-    "projector_dims": [32, 32],
-    "in_chans": 1,
-    "image_size": 16,
-}
 BUILDERS = {
     "BarlowTwins": lambda: BarlowTwins(**COMMON),
     "BlockwiseBarlowTwins": lambda: BlockwiseBarlowTwins(**COMMON, head_dim=16, noise_std=0.0),
