@@ -3,9 +3,12 @@
 SSL losses such as VICReg's covariance term and Barlow Twins' cross-correlation are defined over
 the *global* batch. Gathering embeddings with a plain ``torch.distributed.all_gather`` gives the
 right loss value but cuts the gradient to every other rank's samples (SPEC.md §5). The helpers
-here use :mod:`torch.distributed.nn.functional`, whose backward sums the incoming gradients over
-ranks, so that after DDP averages parameter gradients the result equals single-process training
-on the concatenated batch.
+here use PyTorch's functional collectives with autograd
+(``torch.distributed._functional_collectives.all_gather_single_autograd``, which replaces the
+deprecated :mod:`torch.distributed.nn.functional`): the backward of the gather reduce-scatters
+(sums) the incoming gradients over ranks, so that after DDP averages parameter gradients the
+result equals single-process training on the concatenated batch. Functional collectives are
+traceable, so a loss compiled with ``torch.compile`` stays one graph under DDP.
 
 Helpers for callbacks (kNN bank, RankMe buffers) gather *without* gradient and accept tensors of
 different lengths on each rank.
@@ -15,7 +18,7 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_fn
+from torch.distributed._functional_collectives import all_gather_single_autograd
 from torch import Tensor
 
 
@@ -39,14 +42,16 @@ def gather_with_grad(x: Tensor) -> Tensor:
     """
     if not is_distributed():
         return x
-    return torch.cat(dist_fn.all_gather(x), dim=0)
+    return all_gather_single_autograd(x, gather_dim=0, group=dist.group.WORLD)
 
 
 def all_reduce_sum_with_grad(x: Tensor) -> Tensor:
-    """Sum ``x`` over ranks with a gradient-carrying all-reduce (identity outside distributed)."""
+    """Sum ``x`` over ranks, keeping the gradient to every rank's input (identity outside
+    distributed): the sum of the gathered copies, whose backward gives each rank the sum of all
+    ranks' incoming gradients, as a gradient-carrying all-reduce would."""
     if not is_distributed():
         return x
-    return dist_fn.all_reduce(x, op=dist.ReduceOp.SUM)
+    return gather_with_grad(x.unsqueeze(0)).sum(dim=0)
 
 
 @torch.no_grad()

@@ -171,18 +171,24 @@ def test_fit_with_compile_trains_and_validates():
 
 
 def compiled_losses(z1: torch.Tensor, z2: torch.Tensor) -> tuple[torch.Tensor, dict]:
-    """VICReg plus Barlow Twins, each compiled: their gradient-carrying all-gather and all-reduce."""
+    """VICReg plus Barlow Twins, each compiled: their gradient-carrying all-gather and all-reduce.
+    Raises unless each loss compiled to exactly one graph: an untraceable collective would split
+    it at a graph break (torch.distributed.nn.functional's all_gather) or leave it eager (its all_reduce)."""
+    torch.compiler.reset()
     total = 0
     for loss_fn in (VICRegLoss(), BarlowTwinsLoss()):
-        loss_fn.compile(backend="aot_eager")
+        backend = CountingBackend()
+        loss_fn.compile(backend=backend)
         total = total + loss_fn(z1, z2)[0]
+        assert backend.graphs == 1, f"{type(loss_fn).__name__} compiled to {backend.graphs} graphs, not 1"
     return total, {}
 
 
 @pytest.mark.distributed
 def test_compiled_losses_keep_global_batch_gradients_under_ddp(tmp_path):
-    """torch.distributed.nn.functional's collectives are not traceable: Dynamo falls back to eager
-    around them (no error), and the gradients still equal those of one process on the whole batch."""
+    """The losses' collectives are functional collectives, which Dynamo traces: each compiled loss
+    is one graph without breaks in 2 processes, and the gradients equal those of one process on
+    the whole batch."""
     assert_two_process_loss_gradients_equal(compiled_losses, str(tmp_path / "grads.pt"))
 
 
