@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
-from torch.distributed._functional_collectives import all_gather_single_autograd
 from torch import Tensor
+from torch.distributed._functional_collectives import all_gather_single_autograd
 
 
 def is_distributed() -> bool:
