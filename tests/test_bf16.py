@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from lightning.pytorch import Trainer
 
 from ssl_lightning.losses import BarlowTwinsLoss, JEPALoss, VICRegLoss
-from tests.tiny_methods import METHOD_NAMES, tiny, tiny_data
+from tests.tiny_methods import METHOD_NAMES, fit, tiny
 
 
 @pytest.mark.parametrize("name", METHOD_NAMES)
@@ -16,17 +15,7 @@ def test_every_method_fits_in_bf16_mixed_with_a_finite_float32_loss(name):
     model = tiny(name)
     loss_input_dtypes = []
     model.loss_fn.register_forward_pre_hook(lambda module, args: loss_input_dtypes.append(args[0].dtype))
-    trainer = Trainer(
-        max_steps=2,
-        accelerator="cpu",
-        precision="bf16-mixed",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        limit_val_batches=0,
-    )
-    trainer.fit(model, tiny_data(name))
+    trainer = fit(model, name, steps=2, precision="bf16-mixed")
     assert trainer.global_step == 2
     assert torch.bfloat16 in loss_input_dtypes  # the networks did run under bf16 autocast
     loss = trainer.callback_metrics["train/loss"]

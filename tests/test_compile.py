@@ -12,7 +12,7 @@ from __future__ import annotations
 import lightning.pytorch as pl
 import pytest
 import torch
-from lightning.pytorch import Callback, Trainer
+from lightning.pytorch import Callback
 from torch import nn
 from torch._dynamo.backends.registry import lookup_backend
 
@@ -21,7 +21,7 @@ from ssl_lightning.losses import BarlowTwinsLoss, VICRegLoss
 from ssl_lightning.methods import SSLMethod
 from tests import fsdp_helpers
 from tests.distributed_utils import assert_two_process_loss_gradients_equal, run_lightning_distributed
-from tests.tiny_methods import JEPA_METHODS, METHOD_NAMES, tiny, tiny_batch, tiny_data
+from tests.tiny_methods import JEPA_METHODS, METHOD_NAMES, fit, tiny, tiny_batch
 
 
 class CountingBackend:
@@ -42,21 +42,6 @@ def fresh_compile_caches():
     torch.compiler.reset()
     yield
     torch.compiler.reset()
-
-
-def fit(model: SSLMethod, name: str, steps: int, callbacks=(), **trainer_options) -> Trainer:
-    trainer = Trainer(
-        max_steps=steps,
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        callbacks=list(callbacks),
-        **{"limit_val_batches": 0, **trainer_options},
-    )
-    trainer.fit(model, tiny_data(name, batch_size=8, train_size=max(64, 8 * steps)))
-    return trainer
 
 
 def test_option_saved_validated_and_needs_a_module_list():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 
 import torch
+from lightning.pytorch import Trainer
 
 from ssl_lightning.methods import BarlowTwins, BlockwiseBarlowTwins, SSLMethod, VICReg
 from tests.jepa_helpers import tiny_method
@@ -50,3 +51,20 @@ def tiny_data(name: str, batch_size: int = 8, train_size: int = 64) -> NoisyClas
     """The DataModule that ``tiny(name)`` trains on."""
     num_views, size = (1, 32) if name in JEPA_METHODS else (2, 16)
     return NoisyClassDataModule(num_views=num_views, image_size=size, batch_size=batch_size, train_size=train_size)
+
+
+def fit(model: SSLMethod, name: str, steps: int, callbacks=(), **trainer_options) -> Trainer:
+    """``steps`` training steps of ``tiny(name)``-sized ``model`` on CPU on :func:`tiny_data`, quietly
+    (no logger, checkpoints, progress bar or validation unless ``trainer_options`` say otherwise)."""
+    trainer = Trainer(
+        max_steps=steps,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        callbacks=list(callbacks),
+        **{"limit_val_batches": 0, **trainer_options},
+    )
+    trainer.fit(model, tiny_data(name, batch_size=8, train_size=max(64, 8 * steps)))
+    return trainer
