@@ -6,7 +6,12 @@ import pytest
 import torch
 
 from ssl_lightning.masks import MultiBlockMaskSampler, indices_to_mask, possible_block_sizes
+from tests.jepa_helpers import tiny_method
 
+# The official code's value of each option that separates it from our default.
+OFFICIAL = {"corner_range": "official", "shared_size_draw": True, "context_subset": "first"}
+OURS = {"corner_range": "full", "shared_size_draw": False, "context_subset": "random"}
+EDGE_FIXED = {**OFFICIAL, "corner_range": "full"}
 OFFICIAL_TARGETS = {
     # SPEC.md §1, reference-compatible mode, official scales; sizes are rows × columns.
     14: {(5, 6), (6, 6), (6, 5), (7, 5), (8, 5)},
@@ -48,6 +53,98 @@ def test_reference_block_sizes_match_the_official_facts(grid, context):
         assert (layout.context_corners == 0).all()
         target_sizes.add(layout.target_size)
     assert target_sizes == OFFICIAL_TARGETS[grid]
+
+
+def target_sizes(sampler: MultiBlockMaskSampler, draws: int = 600, seed: int = 1) -> set[tuple[int, int]]:
+    generator = seeded(seed)
+    return {sampler.sample_layout(2, generator=generator).target_size for _ in range(draws)}
+
+
+def keeps_first_indices(sampler: MultiBlockMaskSampler, batches: int = 4, seed: int = 2) -> bool:
+    """Whether every context of a few batches is its first ``Kc`` kept indices (row-major)."""
+    generator = seeded(seed)
+    for _ in range(batches):
+        layout = sampler.sample_layout(32, generator=generator)
+        context_idx, _ = sampler.indices(layout, generator)
+        for row, image_kept in zip(context_idx, layout.context_mask.flatten(1)):
+            if row.tolist() != image_kept.nonzero().flatten()[: len(row)].tolist():
+                return False
+    return True
+
+
+def covers_last_row_and_column(sampler: MultiBlockMaskSampler) -> bool:
+    contexts, targets = all_masks(sampler, batches=10, batch_size=32)
+    covered = contexts.any(0) | targets.any((0, 1))
+    return bool(covered[-1].all() and covered[:, -1].all())
+
+
+@pytest.mark.parametrize("grid, context", [(14, 13), (16, 15)])
+def test_official_sampler_with_only_the_edge_fixed(grid, context):
+    sampler = MultiBlockMaskSampler(grid, **EDGE_FIXED)
+    # Exactly the official target shapes (SPEC.md §1), but corners reach the last row and column.
+    assert target_sizes(sampler) == OFFICIAL_TARGETS[grid]
+    assert covers_last_row_and_column(sampler)
+    assert keeps_first_indices(sampler)
+    layouts = [sampler.sample_layout(8, generator=seeded(seed)) for seed in range(5)]
+    assert all(layout.context_size == (context, context) for layout in layouts)
+    corners = torch.cat([layout.context_corners for layout in layouts])
+    assert set(corners.flatten().tolist()) == {0, 1}
+    # Independent scale and aspect draws (our default) reach shapes the official code never draws.
+    independent = MultiBlockMaskSampler(grid, **{**EDGE_FIXED, "shared_size_draw": False})
+    assert target_sizes(independent) > OFFICIAL_TARGETS[grid]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, *({name: value} for name, value in OFFICIAL.items()), EDGE_FIXED, OFFICIAL],
+    ids=["defaults", *OFFICIAL, "edge_fixed", "official"],
+)
+def test_each_option_changes_only_its_own_behaviour(options):
+    sampler = MultiBlockMaskSampler(14, **options)
+    official = {name: options.get(name) == value for name, value in OFFICIAL.items()}
+    assert {name: getattr(sampler, name) for name in OFFICIAL} == {
+        name: OFFICIAL[name] if official[name] else OURS[name] for name in OFFICIAL
+    }
+    assert covers_last_row_and_column(sampler) != official["corner_range"]
+    assert (target_sizes(sampler) == OFFICIAL_TARGETS[14]) == official["shared_size_draw"]
+    assert keeps_first_indices(sampler) == official["context_subset"]
+
+
+def test_reference_means_the_three_official_options():
+    sampler = MultiBlockMaskSampler(14, reference=True)
+    assert {name: getattr(sampler, name) for name in OFFICIAL} == OFFICIAL
+    # Restating the official values is allowed and changes nothing.
+    same = MultiBlockMaskSampler(14, reference=True, **OFFICIAL)
+    assert torch.equal(sampler(16, generator=seeded(0))[0], same(16, generator=seeded(0))[0])
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"reference": True, "corner_range": "full"}, r"reference=True .* corner_range='full' was given"),
+        ({"reference": True, "shared_size_draw": False}, r"reference=True .* shared_size_draw=False was given"),
+        ({"reference": True, "context_subset": "random"}, r"reference=True .* context_subset='random' was given"),
+        ({"corner_range": "fixed"}, r"corner_range must be 'full' \(our default\), 'official'"),
+        ({"shared_size_draw": "yes"}, "shared_size_draw must be False"),
+        ({"shared_size_draw": 1}, "shared_size_draw must be False"),
+        ({"context_subset": "all"}, "context_subset must be 'random'"),
+        ({"reference": "yes"}, "reference must be True or False"),
+    ],
+)
+def test_invalid_sampling_options_raise(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        MultiBlockMaskSampler(14, **kwargs)
+
+
+@pytest.mark.parametrize("method", ["IJEPA", "FlexPredict"])
+def test_methods_pass_the_sampling_options_through(method):
+    model = tiny_method(method, corner_range="official", shared_size_draw=True, context_subset="first")
+    assert {name: getattr(model.mask_sampler, name) for name in OFFICIAL} == OFFICIAL
+    assert not model.mask_sampler.reference
+    assert tiny_method(method, reference_masks=True).mask_sampler.corner_range == "official"
+    assert tiny_method(method, corner_range="full").mask_sampler.context_subset == "random"
+    with pytest.raises(ValueError, match="reference=True"):
+        tiny_method(method, reference_masks=True, context_subset="random")
 
 
 @pytest.mark.parametrize("grid", [14, 16])
@@ -215,6 +312,7 @@ def test_invalid_arguments_raise(kwargs, message):
         # min_keep=10, which makes the official sampler hang (SPEC.md §8).
         ({"grid_size": 8}, "target blocks can be as small as 4×2 = 8 patches"),
         ({"grid_size": 8, "reference": True}, "target blocks can be as small as 3×3 = 9 patches"),
+        ({"grid_size": 8, "shared_size_draw": True}, "target blocks can be as small as 3×3 = 9 patches"),
         # Reference corners put 13×13 targets exactly on the 13×13 context block.
         (
             {
@@ -222,6 +320,16 @@ def test_invalid_arguments_raise(kwargs, message):
                 "target_scale": (1.0, 1.0),
                 "target_aspect": (1.0, 1.0),
                 "reference": True,
+            },
+            "keeps at most 0 patches",
+        ),
+        # The official corners alone are what makes them coincide with the context block.
+        (
+            {
+                "grid_size": 14,
+                "target_scale": (1.0, 1.0),
+                "target_aspect": (1.0, 1.0),
+                "corner_range": "official",
             },
             "keeps at most 0 patches",
         ),

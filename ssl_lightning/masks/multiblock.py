@@ -17,7 +17,15 @@ from torch import Tensor
 
 from ssl_lightning.masks.block_size import Size, block_size, lerp
 from ssl_lightning.masks.rectangles import indices_to_mask, rectangle_indices
-from ssl_lightning.masks.validation import check_feasible, check_grid, check_int, check_range
+from ssl_lightning.masks.validation import (
+    ContextSubset,
+    CornerRange,
+    check_feasible,
+    check_grid,
+    check_int,
+    check_range,
+    sampling_options,
+)
 
 
 class MultiBlockLayout(NamedTuple):
@@ -46,16 +54,29 @@ class MultiBlockMaskSampler:
     long tensor ``(B, Kc)`` and a list of ``num_targets`` long tensors ``(B, Kt)`` of flat
     row-major patch indices (``row · W + col``), each row sorted ascending. All target blocks of a
     batch share one size, so ``Kt = h·w`` needs no truncation. Contexts differ in length once the
-    targets are removed; each is cut to the batch's shortest by keeping a *uniformly random*
-    subset of its patches (then sorted), so no region of the image is favoured. Randomness comes
-    from ``generator`` only (or the device's default generator), so a seeded generator reproduces
-    the masks; the tensors live on ``device`` (default: the generator's device, else CPU).
+    targets are removed; each is cut to the batch's shortest (see ``context_subset``). Randomness
+    comes from ``generator`` only (or the device's default generator), so a seeded generator
+    reproduces the masks; the tensors live on ``device`` (default: the generator's device, else CPU).
 
-    ``reference=True`` reproduces the official code (facebookresearch/ijepa) instead of the paper:
-    corners are drawn from ``[0, H - h)``, so the last patch row and column are never covered
-    (upstream PRs #40/#59); one uniform number sets both scale and aspect of a block; and contexts
-    are truncated to their *first* ``Kc`` indices, which favours the top rows (upstream issue #60).
-    By default corners are drawn from ``[0, H - h]`` and scale and aspect independently.
+    The official code (facebookresearch/ijepa) differs from this sampler in three ways, each one
+    an option of its own (``None``: follow ``reference``):
+
+    - ``corner_range``: ``"full"`` (default) draws top-left corners from ``[0, H - h]``, so every
+      patch can be covered; ``"official"`` draws them from ``[0, H - h)``, as the official code
+      does, so the last patch row and column are never covered (an upstream bug, PRs #40/#59).
+    - ``shared_size_draw``: ``False`` (default) draws a block's scale and aspect ratio
+      independently, as the paper describes; ``True`` reuses one uniform number for both, as the
+      official code does, so a large block is always a tall one and only the block shapes of the
+      official runs occur (on 14×14: 5×6, 6×6, 6×5, 7×5, 8×5; SPEC.md §1).
+    - ``context_subset``: ``"random"`` (default) cuts a context by keeping a uniformly random
+      subset of its patches (then sorted), so no region of the image is favoured; ``"first"`` keeps
+      its first ``Kc`` indices in row-major order, as the official code does, which favours the
+      top rows (upstream issue #60).
+
+    ``reference=True`` is exactly the official code: the three official values. It rejects an
+    explicit non-official value with ``ValueError`` rather than let it override ``reference``; to
+    run the official distribution with only the edge fixed, pass ``corner_range="full",
+    shared_size_draw=True, context_subset="first"`` (and ``reference=False``).
 
     If an image's context keeps ``<= min_keep`` patches, all its blocks are redrawn (vectorized
     over the failing images), up to ``max_tries`` draws in total. The official code instead
@@ -73,7 +94,10 @@ class MultiBlockMaskSampler:
         min_keep: every mask, target or context, must keep more than this many patches (as in
             the official code, where a smaller target block would retry forever).
         allow_overlap: keep the target patches in the context.
-        reference: reproduce the official code's sampling (see above).
+        reference: reproduce the official code's sampling exactly (see above).
+        corner_range: ``"full"`` or ``"official"`` (last row and column never covered).
+        shared_size_draw: one uniform number for a block's scale and aspect (official) or two.
+        context_subset: ``"random"`` or ``"first"`` (official) patches kept when cutting contexts.
         max_tries: draws per image before giving up with ``ValueError``.
     """
 
@@ -89,6 +113,9 @@ class MultiBlockMaskSampler:
         allow_overlap: bool = False,
         reference: bool = False,
         max_tries: int = 20,
+        corner_range: CornerRange | None = None,
+        shared_size_draw: bool | None = None,
+        context_subset: ContextSubset | None = None,
     ) -> None:
         self.grid = (grid_size, grid_size) if isinstance(grid_size, int) else tuple(grid_size)
         self.num_targets = num_targets
@@ -100,6 +127,12 @@ class MultiBlockMaskSampler:
         self.allow_overlap = allow_overlap
         self.reference = reference
         self.max_tries = max_tries
+        options = sampling_options(
+            reference, corner_range=corner_range, shared_size_draw=shared_size_draw, context_subset=context_subset
+        )
+        self.corner_range: CornerRange = options["corner_range"]
+        self.shared_size_draw: bool = options["shared_size_draw"]
+        self.context_subset: ContextSubset = options["context_subset"]
         check_grid(self.grid)
         check_int("num_targets", num_targets, minimum=1)
         check_int("min_keep", min_keep, minimum=0)
@@ -116,7 +149,8 @@ class MultiBlockMaskSampler:
             self.context_aspect,
             min_keep,
             allow_overlap,
-            reference,
+            self.shared_size_draw,
+            self.corner_range,
         )
 
     @classmethod
@@ -194,7 +228,7 @@ class MultiBlockMaskSampler:
         (target_u, target_aspect_u), (context_u, context_aspect_u) = torch.rand(
             2, 2, device=device, generator=generator
         ).tolist()
-        if self.reference:  # the official code reuses the scale draw for the aspect ratio
+        if self.shared_size_draw:  # the official code reuses the scale draw for the aspect ratio
             target_aspect_u, context_aspect_u = target_u, context_u
         target = block_size(self.grid, lerp(self.target_scale, target_u), lerp(self.target_aspect, target_aspect_u))
         context = block_size(
@@ -211,8 +245,8 @@ class MultiBlockMaskSampler:
         generator: torch.Generator | None,
         device: torch.device | str,
     ) -> Tensor:
-        """Uniform top-left corners ``(*shape, 2)``, in [0, H - h] or [0, H - h) if reference."""
-        choices = [n - s + (not self.reference) for n, s in zip(self.grid, size)]
+        """Uniform top-left corners ``(*shape, 2)``, in [0, H - h], or [0, H - h) if official."""
+        choices = [n - s + (self.corner_range == "full") for n, s in zip(self.grid, size)]
         top, left = (torch.randint(c, shape, generator=generator, device=device) for c in choices)
         return torch.stack((top, left), dim=-1)
 
@@ -228,7 +262,7 @@ class MultiBlockMaskSampler:
         """Each image's context indices, cut to the batch's shortest context, sorted ascending."""
         kept = context_mask.flatten(1)
         length = int(kept.sum(1).min())
-        if self.reference:  # official: the first indices in row-major order
+        if self.context_subset == "first":  # official: the first indices in row-major order
             priority = torch.arange(kept.shape[1], device=kept.device, dtype=torch.float).expand(kept.shape)
         else:
             priority = torch.rand(kept.shape, device=kept.device, generator=generator)

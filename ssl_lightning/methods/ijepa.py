@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from torch.distributed.device_mesh import DeviceMesh
 
 from ssl_lightning.losses.jepa import JEPALoss, JEPALossKind
-from ssl_lightning.masks import MultiBlockMaskSampler
+from ssl_lightning.masks.multiblock import ContextSubset, CornerRange, MultiBlockMaskSampler
 from ssl_lightning.methods.base import SSLMethod
 from ssl_lightning.nn.ema import ema_update_, frozen_copy, momentum_at
 from ssl_lightning.nn.fsdp import (
@@ -114,8 +114,16 @@ class IJEPA(SSLMethod):
             ViT-L/H). The predictor uses the encoder's number of heads.
         num_targets, target_scale, target_aspect, context_scale, context_aspect, min_keep,
             allow_overlap: multi-block masking (paper defaults; see :class:`MultiBlockMaskSampler`).
-        reference_masks: reproduce the official code's mask sampling (last patch row/column never
-            masked, contexts truncated to their first patches) instead of the corrected sampler.
+        reference_masks: reproduce the official code's mask sampling exactly (the official value
+            of the three options below) instead of the corrected sampler.
+        corner_range, shared_size_draw, context_subset: the three differences from the official
+            sampler, one by one (``None``: follow ``reference_masks``; see
+            :class:`MultiBlockMaskSampler`): block corners reach the last patch row/column
+            (``"full"``, default) or not (``"official"``); one uniform number for a block's scale
+            and aspect (``True``, official) or two (``False``, default); contexts cut to a random
+            subset (``"random"``, default) or their first patches (``"first"``, official).
+            ``corner_range="full", shared_size_draw=True, context_subset="first"`` is the official
+            sampler with only the edge fixed.
         loss: ``"smooth_l1"`` (official code) or ``"mse"`` (paper).
         ema_momentum: EMA momentum at the first and the last step (linear in between).
         weight_decay: weight decay of the weights at the first and the last step (cosine ramp),
@@ -147,6 +155,9 @@ class IJEPA(SSLMethod):
         min_keep: int = 10,
         allow_overlap: bool = False,
         reference_masks: bool = False,
+        corner_range: CornerRange | None = None,
+        shared_size_draw: bool | None = None,
+        context_subset: ContextSubset | None = None,
         loss: JEPALossKind = "smooth_l1",
         ema_momentum: tuple[float, float] = (0.996, 1.0),
         weight_decay: tuple[float, float] | None = (0.04, 0.4),
@@ -189,6 +200,9 @@ class IJEPA(SSLMethod):
             min_keep=min_keep,
             allow_overlap=allow_overlap,
             reference=reference_masks,
+            corner_range=corner_range,
+            shared_size_draw=shared_size_draw,
+            context_subset=context_subset,
         )
         self.loss_fn = JEPALoss(loss)
         self.ema_momentum = tuple(ema_momentum)
