@@ -21,7 +21,7 @@ def test_parameters_are_ijepas_minus_the_mask_token():
     assert isinstance(flex.predictor, StochasticPositionPredictor) and flex.predictor.noise_std == 0.25
     ijepa_shapes = {name: p.shape for name, p in ijepa.named_parameters()}
     flex_shapes = {name: p.shape for name, p in flex.named_parameters()}
-    assert ijepa_shapes.pop("predictor.mask_token") == (32,)
+    assert ijepa_shapes.pop("predictor.mask_token") == (1, 1, 32)
     assert flex_shapes == ijepa_shapes
     assert flex.hparams.noise_std == 0.25 and flex.hparams.pred_dim == 32  # its own and I-JEPA's arguments
 
@@ -30,7 +30,7 @@ def test_without_noise_equals_ijepa_with_the_projection_bias_as_mask_token():
     flex = tiny_method("FlexPredict", noise_std=0.0)
     ijepa = tiny_method("IJEPA")
     state = flex.state_dict()
-    state["predictor.mask_token"] = state["predictor.input_proj.bias"]
+    state["predictor.mask_token"] = state["predictor.input_proj.bias"].view(1, 1, -1)
     ijepa.load_state_dict(state)
     images, context_idx, target_idx = batch_and_masks(flex)
     flex_loss, flex_features = flex.prediction_loss(images, context_idx, target_idx)

@@ -157,6 +157,18 @@ def test_target_encoder_not_in_any_optimizer_group(trained):
     assert no_decay["weight_decay"] == 0.0
 
 
+def test_weight_decay_groups_follow_the_official_rule(trained):
+    """facebookresearch/ijepa decays every parameter except those named ``bias`` or of one dimension,
+    so its (1, 1, D) mask token is decayed; ours must split the parameters the same way."""
+    model, trainer, _ = trained
+    named = [*model.context_encoder.named_parameters(), *model.predictor.named_parameters()]
+    official_no_decay = {id(p) for name, p in named if "bias" in name or p.ndim == 1}
+    decayed, no_decay = trainer.optimizers[0].param_groups
+    assert {id(p) for p in no_decay["params"]} == official_no_decay
+    assert {id(p) for p in decayed["params"]} == {id(p) for _, p in named} - official_no_decay
+    assert id(model.predictor.mask_token) in {id(p) for p in decayed["params"]}
+
+
 def test_weight_decay_follows_cosine_ramp_per_step(trained):
     _, _, recorder = trained
     expected = [cosine_ramp(step, 12, 0.04, 0.4) for step in range(12)]

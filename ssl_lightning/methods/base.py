@@ -10,6 +10,7 @@ import math
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 
@@ -24,14 +25,37 @@ COMPILE_ARGUMENTS = frozenset(inspect.signature(torch.compile).parameters) - {"m
 DEFAULT_COMPILE_OPTIONS = {"isolate_recompiles": True} if "isolate_recompiles" in COMPILE_ARGUMENTS else {}
 
 
-def weight_decay_groups(parameters) -> list[dict]:
+def weight_decay_groups(parameters, no_decay_lr_scale: float = 1.0) -> list[dict]:
     """Trainable ``parameters`` split into ``[decayed, no-decay]``: parameters with ≤ 1 dimension
-    (biases, BatchNorm/LayerNorm scales and shifts) get no weight decay; frozen ones are left out."""
+    (biases, BatchNorm/LayerNorm scales and shifts) get no weight decay; frozen ones are left out.
+    The no-decay group's learning rate is ``no_decay_lr_scale`` × the optimizer's (Barlow Twins:
+    0.0048 / 0.2 = 0.024)."""
     decay, no_decay = [], []
     for param in parameters:
         if param.requires_grad:
             (no_decay if param.ndim <= 1 else decay).append(param)
-    return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0, "lr_scale": no_decay_lr_scale}]
+
+
+def per_device_batch_size(dataloader) -> int:
+    """The batch size of a training ``DataLoader`` (``batch_size``, or its ``batch_sampler``'s)."""
+    size = getattr(dataloader, "batch_size", None) or getattr(
+        getattr(dataloader, "batch_sampler", None), "batch_size", None
+    )
+    if not isinstance(size, int):
+        raise TypeError(
+            f"lr_reference_batch_size needs the training batch size, but the train dataloader "
+            f"({type(dataloader).__name__}) does not say it. Use a DataLoader with batch_size=..., or set the "
+            "learning rate for your batch yourself and lr_reference_batch_size=None."
+        )
+    return size
+
+
+def base_arguments(init_locals: dict) -> dict:
+    """The :class:`SSLMethod` arguments among a subclass's ``__init__`` locals, for
+    ``super().__init__(**base_arguments(locals()))``: each method states them in its own signature
+    (with its own defaults, which the CLI shows) and hands them on without listing them again."""
+    return {name: init_locals[name] for name in BASE_PARAMETERS}
 
 
 class SSLMethod(LightningModule):
@@ -42,9 +66,19 @@ class SSLMethod(LightningModule):
             ``functools.partial(timm.optim.Lars, lr=0.3, weight_decay=1e-6, momentum=0.9)``; in
             YAML a ``class_path``/``init_args`` pair. Group 0 holds the weights, group 1 the biases
             and norm parameters with ``weight_decay=0`` (timm's LARS skips its trust ratio there).
-        warmup_epochs: linear warmup length in epochs (fractions allowed).
+        warmup_epochs: linear warmup length in epochs (fractions allowed): ``warmup_epochs`` × the
+            optimizer steps of one epoch (after ``limit_train_batches`` and ``accumulate_grad_batches``),
+            whether the run's length is set by ``max_epochs`` or ``max_steps``.
+        warmup_steps: linear warmup length in optimizer steps; replaces ``warmup_epochs`` when given
+            (needed for datasets without a length).
         warmup_start_factor: learning rate at step 0, as a fraction of the optimizer's lr.
         final_lr_factor: learning rate at the last step, as a fraction of the optimizer's lr.
+        lr_reference_batch_size: the linear scaling rule of the VICReg and Barlow Twins code (Goyal et
+            al. 2017): when given, the optimizer's ``lr`` is a base rate for this batch size, and every
+            group's learning rate is multiplied by ``global batch / lr_reference_batch_size``, the global
+            batch being per-device batch × devices × nodes × ``accumulate_grad_batches``. E.g. ``lr=0.2``
+            with ``256`` gives 1.6 at a global batch of 2048 however it is split. ``None``: the
+            optimizer's ``lr`` as is. The global batch and the resulting rates are logged when fit starts.
         compile: compile the method's hot modules (:meth:`compiled_modules`) in place with
             :meth:`torch.nn.Module.compile` when the fit starts (in :meth:`configure_model`, after
             any sharding). The state dict's keys do not change, so checkpoints load either way.
@@ -61,10 +95,20 @@ class SSLMethod(LightningModule):
         final_lr_factor: float = 1e-3,
         compile: bool = False,
         compile_options: dict | None = None,
+        warmup_steps: int | None = None,
+        lr_reference_batch_size: int | None = None,
     ) -> None:
         super().__init__()
         if warmup_epochs < 0:
             raise ValueError(f"warmup_epochs must be ≥ 0, got {warmup_epochs}")
+        if warmup_steps is not None and (not isinstance(warmup_steps, int) or warmup_steps < 0):
+            raise ValueError(f"warmup_steps must be an integer ≥ 0 or None, got {warmup_steps!r}")
+        if lr_reference_batch_size is not None and (
+            not isinstance(lr_reference_batch_size, int) or lr_reference_batch_size < 1
+        ):
+            raise ValueError(
+                f"lr_reference_batch_size must be a positive integer or None, got {lr_reference_batch_size!r}"
+            )
         if compile_options is not None and not isinstance(compile_options, dict):
             raise TypeError(f"compile_options must be a dict of torch.compile arguments, got {compile_options!r}")
         unknown = set(compile_options or {}) - COMPILE_ARGUMENTS
@@ -75,6 +119,8 @@ class SSLMethod(LightningModule):
             )
         self.optimizer = optimizer
         self.warmup_epochs = warmup_epochs
+        self.warmup_steps = warmup_steps
+        self.lr_reference_batch_size = lr_reference_batch_size
         self.warmup_start_factor = warmup_start_factor
         self.final_lr_factor = final_lr_factor
         # Not `self.compile`: that would shadow nn.Module.compile.
@@ -131,20 +177,72 @@ class SSLMethod(LightningModule):
                 "The learning-rate schedule needs a known run length: set trainer.max_epochs or trainer.max_steps."
             )
         total = max(1, int(estimated))
-        epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
-        warmup = min(total, round(self.warmup_epochs * total / epochs))
-        return total, warmup
+        if self.warmup_steps is not None:
+            return total, min(total, self.warmup_steps)
+        if self.warmup_epochs == 0:
+            return total, 0
+        return total, min(total, round(self.warmup_epochs * self.optimizer_steps_per_epoch()))
+
+    def optimizer_steps_per_epoch(self) -> int:
+        """Optimizer steps in one epoch: training batches per process (after ``limit_train_batches``)
+        over ``accumulate_grad_batches``, rounded up as Lightning steps the last partial accumulation."""
+        trainer = self.trainer
+        if trainer.train_dataloader is None:
+            # configure_optimizers runs before the fit loop loads the data (when max_steps sets the
+            # run's length, Lightning's step estimate does not load it either).
+            trainer.fit_loop.setup_data()
+        batches = trainer.num_training_batches
+        if not math.isfinite(batches):
+            raise ValueError(
+                "warmup_epochs needs the number of batches per epoch, but the training data has no length "
+                "(an iterable dataset). Give the warmup in optimizer steps instead: warmup_steps=N."
+            )
+        return max(1, math.ceil(batches / trainer.accumulate_grad_batches))
 
     def lr_factor(self, step: int) -> float:
         total, warmup = self.total_and_warmup_steps()
         return warmup_cosine(step, total, warmup, self.warmup_start_factor, 1.0, self.final_lr_factor)
 
+    def batch_lr_scale(self) -> float:
+        """``global batch / lr_reference_batch_size`` (1 when no reference batch size is set)."""
+        if self.lr_reference_batch_size is None:
+            return 1.0
+        return self.global_batch_size() / self.lr_reference_batch_size
+
+    def global_batch_size(self) -> int:
+        """Images per optimizer step over all processes: per-device batch × world size × accumulation."""
+        trainer = self.trainer
+        if trainer.train_dataloader is None:
+            trainer.fit_loop.setup_data()
+        per_device = per_device_batch_size(trainer.train_dataloader)
+        return per_device * trainer.world_size * trainer.accumulate_grad_batches
+
     def configure_optimizers(self):
         optimizer = self.optimizer(self.parameter_groups())
+        batch_scale = self.batch_lr_scale()
         for group in optimizer.param_groups:
-            group["lr"] *= group.get("lr_scale", 1.0)
+            group["lr"] *= group.get("lr_scale", 1.0) * batch_scale
+        self.report_learning_rates(optimizer, batch_scale)
         scheduler = LambdaLR(optimizer, self.lr_factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def report_learning_rates(self, optimizer, batch_scale: float) -> None:
+        """One line (rank 0) with the global batch and every group's peak learning rate; also sent to the
+        logger as ``optim/global_batch_size`` and ``optim/lr_group<i>`` when one is attached."""
+        rates = [group["lr"] for group in optimizer.param_groups]
+        distinct = ", ".join(f"{rate:.4g}" for rate in dict.fromkeys(rates))
+        if self.lr_reference_batch_size is None:
+            rank_zero_info(f"{type(self).__name__}: peak learning rates {distinct} (lr_reference_batch_size=None).")
+        else:
+            global_batch = self.global_batch_size()
+            rank_zero_info(
+                f"{type(self).__name__}: global batch {global_batch} = lr_reference_batch_size "
+                f"{self.lr_reference_batch_size} × {batch_scale:.4g}; peak learning rates {distinct}."
+            )
+            if self.logger is not None:
+                metrics = {"optim/global_batch_size": float(global_batch)}
+                metrics.update({f"optim/lr_group{i}": rate for i, rate in enumerate(rates)})
+                self.logger.log_metrics(metrics, step=0)
 
     def on_before_backward(self, loss: Tensor) -> None:
         if not torch.isfinite(loss).all():
@@ -163,3 +261,7 @@ class SSLMethod(LightningModule):
                 f"{method} needs {needed} augmented views per image but the batch has {got}. "
                 "Use a DataModule whose view recipe makes them, e.g. views=JointEmbeddingViews(num_views=2)."
             )
+
+
+BASE_PARAMETERS = tuple(inspect.signature(SSLMethod.__init__).parameters)[1:]
+"""The names of :class:`SSLMethod`'s ``__init__`` arguments, which every method also takes."""

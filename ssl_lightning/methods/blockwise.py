@@ -10,7 +10,7 @@ from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
 
 from ssl_lightning.losses.barlow_twins import BarlowTwinsLoss
-from ssl_lightning.methods.base import SSLMethod, weight_decay_groups
+from ssl_lightning.methods.base import SSLMethod, base_arguments, weight_decay_groups
 from ssl_lightning.nn.backbone import create_backbone
 from ssl_lightning.nn.blockwise import NoiseMode, add_feature_noise, stage_head
 from ssl_lightning.nn.projector import projector_mlp
@@ -51,8 +51,8 @@ class BlockwiseBarlowTwins(SSLMethod):
         in_chans, image_size: input images (linked from the DataModule by the CLI).
         small_image_stem: 3×3 ResNet stem without max-pool; ``None`` = automatic for ≤ 64 px.
         backbone_kwargs: extra ``timm.create_model`` arguments (e.g. a narrow ResNet's ``channels``).
-        optimizer, warmup_epochs, warmup_start_factor, final_lr_factor, compile, compile_options: see
-            :class:`SSLMethod`.
+        optimizer, warmup_epochs, warmup_steps, warmup_start_factor, final_lr_factor, lr_reference_batch_size,
+            compile, compile_options: see :class:`SSLMethod`.
     """
 
     def __init__(
@@ -76,8 +76,10 @@ class BlockwiseBarlowTwins(SSLMethod):
         final_lr_factor: float = 1e-3,
         compile: bool = False,
         compile_options: dict | None = None,
+        warmup_steps: int | None = None,
+        lr_reference_batch_size: int | None = None,
     ) -> None:
-        super().__init__(optimizer, warmup_epochs, warmup_start_factor, final_lr_factor, compile, compile_options)
+        super().__init__(**base_arguments(locals()))
         self.save_init_arguments()
         if len(block_lr_scales) != len(BLOCK_NAMES):
             raise ValueError(f"block_lr_scales needs one factor per block (4), got {list(block_lr_scales)}")

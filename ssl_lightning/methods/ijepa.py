@@ -14,7 +14,7 @@ from torch.distributed.device_mesh import DeviceMesh
 
 from ssl_lightning.losses.jepa import JEPALoss, JEPALossKind
 from ssl_lightning.masks.multiblock import ContextSubset, CornerRange, MultiBlockMaskSampler
-from ssl_lightning.methods.base import SSLMethod
+from ssl_lightning.methods.base import SSLMethod, base_arguments
 from ssl_lightning.nn.ema import ema_update_, frozen_copy, momentum_at
 from ssl_lightning.nn.fsdp import (
     check_aligned_shards,
@@ -135,6 +135,8 @@ class IJEPA(SSLMethod):
             cosine to 1e-6).
         compile, compile_options: see :class:`SSLMethod`; the token dimension of the masks, whose
             lengths change every batch, is marked dynamic, so each network compiles once.
+        warmup_steps, lr_reference_batch_size: see :class:`SSLMethod` (the official code sets an
+            absolute learning rate: ``None`` reproduces it).
     """
 
     def __init__(
@@ -169,8 +171,10 @@ class IJEPA(SSLMethod):
         final_lr_factor: float = 1e-3,
         compile: bool = False,
         compile_options: dict | None = None,
+        warmup_steps: int | None = None,
+        lr_reference_batch_size: int | None = None,
     ) -> None:
-        super().__init__(optimizer, warmup_epochs, warmup_start_factor, final_lr_factor, compile, compile_options)
+        super().__init__(**base_arguments(locals()))
         self.save_init_arguments()
         self.context_encoder = jepa_encoder(
             backbone,

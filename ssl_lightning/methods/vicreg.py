@@ -9,6 +9,7 @@ from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
 
 from ssl_lightning.losses.vicreg import VICRegLoss
+from ssl_lightning.methods.base import base_arguments
 from ssl_lightning.methods.joint_embedding import JointEmbeddingMethod
 
 
@@ -24,8 +25,8 @@ class VICReg(JointEmbeddingMethod):
         in_chans, image_size: input images (linked from the DataModule by the CLI).
         small_image_stem: 3×3 ResNet stem without max-pool; ``None`` = automatic for ≤ 64 px.
         backbone_kwargs: extra ``timm.create_model`` arguments (e.g. a narrow ResNet's ``channels``).
-        optimizer, warmup_epochs, warmup_start_factor, final_lr_factor, compile, compile_options: see
-            :class:`SSLMethod`.
+        optimizer, warmup_epochs, warmup_steps, warmup_start_factor, final_lr_factor, lr_reference_batch_size,
+            compile, compile_options: see :class:`SSLMethod`.
     """
 
     def __init__(
@@ -45,8 +46,10 @@ class VICReg(JointEmbeddingMethod):
         final_lr_factor: float = 1e-3,
         compile: bool = False,
         compile_options: dict | None = None,
+        warmup_steps: int | None = None,
+        lr_reference_batch_size: int | None = None,
     ) -> None:
-        super().__init__(optimizer, warmup_epochs, warmup_start_factor, final_lr_factor, compile, compile_options)
+        super().__init__(**base_arguments(locals()))
         self.save_init_arguments()
         self.build_networks(
             backbone, in_chans, image_size, small_image_stem, backbone_kwargs, projector_dims, projector_bias=True

@@ -53,7 +53,9 @@ class JEPAPredictor(nn.Module):
         super().__init__()
         self.grid_size = to_2tuple(grid_size)
         self.input_proj = nn.Linear(enc_dim, pred_dim)
-        self.mask_token = nn.Parameter(torch.zeros(pred_dim)) if self.uses_mask_token else None
+        # (1, 1, pred_dim) as in the official code, whose optimizer decays every parameter of more
+        # than one dimension: the mask token is weight-decayed like the weights (0.04 → 0.4).
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, pred_dim)) if self.uses_mask_token else None
         self.register_buffer("pos_embed", sincos_pos_embed_2d(self.grid_size, pred_dim), persistent=False)
         self.blocks = nn.Sequential(
             *(
