@@ -125,8 +125,9 @@ class SSLDataModule(LightningDataModule, ABC):
         return root
 
     def evaluation_transform(self) -> Callable:
-        """The deterministic transform of validation images (see :func:`eval_transform`)."""
-        return eval_transform(self.image_size, self.mean, self.std, self.native_size)
+        """The deterministic transform of validation images (see :func:`eval_transform`), resampling
+        as the view recipe's ``eval_interpolation`` says."""
+        return eval_transform(self.image_size, self.mean, self.std, self.native_size, self.views.eval_interpolation)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_dataset is not None:

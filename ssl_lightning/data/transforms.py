@@ -5,6 +5,7 @@ normalised ``float32`` only at the end, which keeps per-sample augmentation chea
 """
 
 from collections.abc import Callable, Sequence
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor
@@ -16,10 +17,28 @@ SMALL_IMAGE_SIZE = 64
 EVAL_CROP_FRACTION = 0.875
 """Centre-crop fraction at evaluation for large images (the usual 224 of 256 on ImageNet)."""
 
+Interpolation = Literal["nearest", "bilinear", "bicubic"]
+"""Resampling of crops and resizes, by torchvision's name (``InterpolationMode`` values)."""
+INTERPOLATIONS: tuple[str, ...] = get_args(Interpolation)
+
 
 def is_small_image(image_size: int) -> bool:
     """Whether ``image_size`` is CIFAR-like, where blur destroys the little detail there is."""
     return image_size <= SMALL_IMAGE_SIZE
+
+
+def interpolation_mode(name: str) -> v2.InterpolationMode:
+    """torchvision's ``InterpolationMode`` called ``name`` (one of :data:`INTERPOLATIONS`), with a clear error."""
+    if name not in INTERPOLATIONS:
+        raise ValueError(f"interpolation must be one of {list(INTERPOLATIONS)}, got {name!r}")
+    return v2.InterpolationMode(name)
+
+
+def random_resized_crop(
+    image_size: int, scale: Sequence[float], interpolation: Interpolation = "bilinear"
+) -> v2.RandomResizedCrop:
+    """RandomResizedCrop to ``image_size`` with area ``scale`` and the given resampling (antialiased)."""
+    return v2.RandomResizedCrop(image_size, scale=tuple(scale), interpolation=interpolation_mode(interpolation))
 
 
 def with_probability(p: float, transform: v2.Transform) -> list[v2.Transform]:
@@ -78,6 +97,7 @@ def eval_transform(
     mean: Sequence[float],
     std: Sequence[float],
     native_size: int | None = None,
+    interpolation: Interpolation = "bilinear",
 ) -> v2.Compose:
     """Deterministic evaluation transform: image -> one normalised float tensor.
 
@@ -86,12 +106,16 @@ def eval_transform(
     - Images of varying size (``native_size=None``, ImageFolder): resize the short side, then
       centre-crop; large images keep the central 87.5% (resize 256 -> crop 224), small ones are
       resized straight to ``image_size``.
+
+    ``interpolation`` is the resampling of the resize (bicubic in VISSL's ViT linear evaluation,
+    bilinear in the VICReg and Barlow Twins evaluation code).
     """
+    mode = interpolation_mode(interpolation)
     if native_size == image_size:
         geometry = []
     elif native_size is not None:
-        geometry = [v2.Resize((image_size, image_size))]
+        geometry = [v2.Resize((image_size, image_size), interpolation=mode)]
     else:
         crop_fraction = 1.0 if is_small_image(image_size) else EVAL_CROP_FRACTION
-        geometry = [v2.Resize(round(image_size / crop_fraction)), v2.CenterCrop(image_size)]
+        geometry = [v2.Resize(round(image_size / crop_fraction), interpolation=mode), v2.CenterCrop(image_size)]
     return v2.Compose([v2.ToImage(), *geometry, to_normalized_float(mean, std)])

@@ -11,10 +11,13 @@ from collections.abc import Sequence
 from torchvision.transforms import v2
 
 from ssl_lightning.data.transforms import (
+    Interpolation,
     MultiViewTransform,
     gaussian_blur,
+    interpolation_mode,
     is_small_image,
     random_grayscale,
+    random_resized_crop,
     to_normalized_float,
     with_probability,
 )
@@ -24,7 +27,14 @@ SOLARIZE_THRESHOLD = 128
 
 
 class ViewRecipe(ABC):
-    """Base class of view recipes: subclasses list one uint8 augmentation pipeline per view."""
+    """Base class of view recipes: subclasses list one uint8 augmentation pipeline per view.
+
+    ``eval_interpolation`` is the resampling of the DataModule's validation resize (see
+    :func:`~ssl_lightning.data.transforms.eval_transform`): bilinear, except where a recipe
+    (:class:`LinearEvalViews`) lets an evaluation protocol choose it.
+    """
+
+    eval_interpolation: Interpolation = "bilinear"
 
     @abstractmethod
     def view_pipelines(self, image_size: int, channels: int) -> list[v2.Transform]:
@@ -48,8 +58,8 @@ class JointEmbeddingViews(ViewRecipe):
     """The BYOL / Barlow Twins / VICReg two-view recipe (Grill et al. 2020; Zbontar et al. 2021;
     Bardes et al. 2022).
 
-    Per view: RandomResizedCrop, horizontal flip, colour jitter, random grayscale, Gaussian blur
-    and solarisation. Blur and solarisation are asymmetric between views: the ``i``-th view uses
+    Per view: RandomResizedCrop (bicubic, as in the official Barlow Twins and VICReg code), horizontal
+    flip, colour jitter, random grayscale, Gaussian blur and solarisation. Blur and solarisation are asymmetric between views: the ``i``-th view uses
     ``blur_probs[i % len(blur_probs)]`` (default 1.0 / 0.1) and likewise ``solarize_probs``
     (default 0.0 / 0.2).
 
@@ -68,6 +78,7 @@ class JointEmbeddingViews(ViewRecipe):
         blur_probs: per-view Gaussian blur probabilities; ``None`` = automatic (see above).
         blur_sigma: range of the blur's standard deviation, in pixels.
         solarize_probs: per-view solarisation probabilities.
+        interpolation: resampling of the RandomResizedCrop (``"bicubic"``, ``"bilinear"`` or ``"nearest"``).
     """
 
     def __init__(
@@ -81,9 +92,12 @@ class JointEmbeddingViews(ViewRecipe):
         blur_probs: tuple[float, ...] | None = None,
         blur_sigma: tuple[float, float] = (0.1, 2.0),
         solarize_probs: tuple[float, ...] = (0.0, 0.2),
+        interpolation: Interpolation = "bicubic",
     ) -> None:
         if num_views < 1:
             raise ValueError(f"num_views must be at least 1, got {num_views}")
+        interpolation_mode(interpolation)  # a clear error now rather than at the first image
+        self.interpolation = interpolation
         self.num_views = num_views
         self.crop_scale = crop_scale
         self.hflip_prob = hflip_prob
@@ -127,7 +141,7 @@ class JointEmbeddingViews(ViewRecipe):
         solarize = v2.RandomSolarize(SOLARIZE_THRESHOLD, p=1.0)
         return v2.Compose(
             [
-                v2.RandomResizedCrop(image_size, scale=crop_scale),
+                random_resized_crop(image_size, crop_scale, self.interpolation),
                 v2.RandomHorizontalFlip(p=self.hflip_prob),
                 *with_probability(self.jitter_prob, jitter),
                 *random_grayscale(channels, self.grayscale_prob),
@@ -141,14 +155,18 @@ class IJEPAViews(ViewRecipe):
     """The I-JEPA recipe (Assran et al. 2023): one view, RandomResizedCrop scale (0.3, 1), and
     nothing else.
 
-    The masking of that single view into context and target blocks is the method's job.
+    The crop resamples bilinearly by default, torchvision's default that the official code
+    (facebookresearch/ijepa, ``src/transforms.py``) keeps. The masking of that single view into
+    context and target blocks is the method's job.
     """
 
-    def __init__(self, crop_scale: tuple[float, float] = (0.3, 1.0)) -> None:
+    def __init__(self, crop_scale: tuple[float, float] = (0.3, 1.0), interpolation: Interpolation = "bilinear") -> None:
+        interpolation_mode(interpolation)
         self.crop_scale = crop_scale
+        self.interpolation = interpolation
 
     def view_pipelines(self, image_size: int, channels: int) -> list[v2.Transform]:
-        return [v2.RandomResizedCrop(image_size, scale=self.crop_scale)]
+        return [random_resized_crop(image_size, self.crop_scale, self.interpolation)]
 
 
 class StoPViews(ViewRecipe):
@@ -157,7 +175,8 @@ class StoPViews(ViewRecipe):
 
     The reference enables I-JEPA's colour distortion with jitter strength 0, which leaves only its
     grayscale step; hence no colour jitter here. On one-channel data there is no grayscale
-    operation; for images of at most 64 px the blur is off unless ``blur_prob`` is given.
+    operation; for images of at most 64 px the blur is off unless ``blur_prob`` is given. The crop
+    resamples bilinearly by default, as the reference (``src/data_manager.py``, torchvision's default).
     """
 
     def __init__(
@@ -167,7 +186,10 @@ class StoPViews(ViewRecipe):
         blur_prob: float | None = None,
         blur_sigma: tuple[float, float] = (0.1, 2.0),
         grayscale_prob: float = 0.2,
+        interpolation: Interpolation = "bilinear",
     ) -> None:
+        interpolation_mode(interpolation)
+        self.interpolation = interpolation
         self.crop_scale = crop_scale
         self.hflip_prob = hflip_prob
         self.blur_prob = blur_prob
@@ -181,7 +203,7 @@ class StoPViews(ViewRecipe):
         return [
             v2.Compose(
                 [
-                    v2.RandomResizedCrop(image_size, scale=self.crop_scale),
+                    random_resized_crop(image_size, self.crop_scale, self.interpolation),
                     v2.RandomHorizontalFlip(p=self.hflip_prob),
                     *gaussian_blur(image_size, self.blur_sigma, blur_prob),
                     *random_grayscale(channels, self.grayscale_prob),
@@ -194,22 +216,38 @@ class LinearEvalViews(ViewRecipe):
     """The usual training augmentation of linear evaluation (e.g. Chen et al. 2020, Bardes et al.
     2022): one view, RandomResizedCrop and horizontal flip, nothing else.
 
+    The resampling is the protocol's: bilinear (torchvision's default) in the VICReg and Barlow
+    Twins evaluation code, bicubic for both the training crop and the validation resize in VISSL's
+    ViT protocol (Goyal et al. 2021; used by I-JEPA and StoP).
+
     Args:
         crop_scale: RandomResizedCrop area range; ``None`` = (0.08, 1), or (0.2, 1) for images of at
             most 64 px (CIFAR-like), as in the pretraining recipe.
         hflip_prob: horizontal flip probability.
+        interpolation: resampling of the training crop (``"bilinear"``, ``"bicubic"`` or ``"nearest"``).
+        eval_interpolation: resampling of the DataModule's validation resize.
     """
 
-    def __init__(self, crop_scale: tuple[float, float] | None = None, hflip_prob: float = 0.5) -> None:
+    def __init__(
+        self,
+        crop_scale: tuple[float, float] | None = None,
+        hflip_prob: float = 0.5,
+        interpolation: Interpolation = "bilinear",
+        eval_interpolation: Interpolation = "bilinear",
+    ) -> None:
+        interpolation_mode(interpolation)
+        interpolation_mode(eval_interpolation)
         self.crop_scale = crop_scale
         self.hflip_prob = hflip_prob
+        self.interpolation = interpolation
+        self.eval_interpolation = eval_interpolation
 
     def view_pipelines(self, image_size: int, channels: int) -> list[v2.Transform]:
         crop_scale = self.crop_scale or ((0.2, 1.0) if is_small_image(image_size) else (0.08, 1.0))
         return [
             v2.Compose(
                 [
-                    v2.RandomResizedCrop(image_size, scale=crop_scale),
+                    random_resized_crop(image_size, crop_scale, self.interpolation),
                     v2.RandomHorizontalFlip(p=self.hflip_prob),
                 ]
             )

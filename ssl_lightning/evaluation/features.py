@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -47,3 +48,28 @@ class ViTFeatures(nn.Module):
             for hook in hooks:
                 hook.remove()
         return torch.cat([self.encoder.vit.norm(tokens).mean(dim=1) for tokens in outputs], dim=1)
+
+
+def encoder_pool(pools: Sequence[ViTPool | None]) -> ViTPool | None:
+    """The one pooling to compute so that every pooling of ``pools`` is read from the same forward
+    pass: ``"last4"`` when it is among them (it contains ``"avg"``, see :func:`select_pool`), else
+    the only one asked (``None`` for encoders without pooling choice)."""
+    if "last4" in pools:
+        return "last4"
+    if len(set(pools)) != 1:
+        raise ValueError(f"expected one pooling, or 'last4' among them, got {list(pools)}")
+    return pools[0]
+
+
+def select_pool(features: Tensor, computed: ViTPool | None, pool: ViTPool | None) -> Tensor:
+    """The ``pool`` features out of ``(B, F)`` features pooled as ``computed``.
+
+    The last quarter of ``"last4"`` features is the final block's output through the final
+    LayerNorm, averaged over the patches: exactly the ``"avg"`` features (VISSL's ``lastPOOL`` is
+    likewise the last of its ``concatPOOL4`` chunks), so both come from one encoder pass.
+    """
+    if pool == computed:
+        return features
+    if computed == "last4" and pool == "avg":
+        return features[:, -(features.shape[1] // LAST_LAYERS) :]
+    raise ValueError(f"pool={pool!r} features cannot be read from pool={computed!r} features")
