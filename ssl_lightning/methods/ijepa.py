@@ -129,6 +129,10 @@ class IJEPA(SSLMethod):
         weight_decay: weight decay of the weights at the first and the last step (cosine ramp),
             set on the optimizer's first parameter group every step (it overrides the optimizer's
             own ``weight_decay``); ``None`` keeps the optimizer's.
+        schedule_freeze_epoch: from this epoch on, hold the learning rate and the weight decay at the
+            values they have there instead of following the cosine to its end (StoP's ViT-H recipe,
+            amirbar/StoP ``fix_lr_thres``/``fix_wd_thres`` = 250 of 300 epochs with the ``const``
+            strategy); the EMA momentum keeps its schedule. ``None``: no freeze (I-JEPA).
         in_chans, image_size: input images (linked from the DataModule by the CLI).
         optimizer, warmup_epochs, warmup_start_factor, final_lr_factor: see :class:`SSLMethod`;
             defaults are the ViT-H/14 recipe (AdamW at lr 1e-3, warmup from 2e-4 over 40 epochs,
@@ -163,6 +167,7 @@ class IJEPA(SSLMethod):
         loss: JEPALossKind = "smooth_l1",
         ema_momentum: tuple[float, float] = (0.996, 1.0),
         weight_decay: tuple[float, float] | None = (0.04, 0.4),
+        schedule_freeze_epoch: float | None = None,
         in_chans: int = 3,
         image_size: int = 224,
         optimizer: OptimizerCallable = torch.optim.AdamW,
@@ -211,6 +216,9 @@ class IJEPA(SSLMethod):
         self.loss_fn = JEPALoss(loss)
         self.ema_momentum = tuple(ema_momentum)
         self.weight_decay = None if weight_decay is None else tuple(weight_decay)
+        if schedule_freeze_epoch is not None and schedule_freeze_epoch < 0:
+            raise ValueError(f"schedule_freeze_epoch must be ≥ 0 or None, got {schedule_freeze_epoch}")
+        self.schedule_freeze_epoch = schedule_freeze_epoch
         self.mask_generator: torch.Generator | None = None
         self.last_masks: tuple[Tensor, list[Tensor]] | None = None
 
@@ -302,12 +310,24 @@ class IJEPA(SSLMethod):
         images, _ = batch
         return {"features": self(images)}
 
+    def scheduled_step(self, step: int) -> int:
+        """The step the learning-rate and weight-decay schedules read: ``step``, or the first step of
+        ``schedule_freeze_epoch`` once it is reached (the schedules then stay where they were)."""
+        if self.schedule_freeze_epoch is None:
+            return step
+        return min(step, round(self.schedule_freeze_epoch * self.optimizer_steps_per_epoch()))
+
+    def lr_factor(self, step: int) -> float:
+        return super().lr_factor(self.scheduled_step(step))
+
     def optimizer_step(self, epoch: int, batch_idx: int, optimizer, optimizer_closure=None) -> None:
         """The optimizer step with I-JEPA's per-step weight-decay ramp before it and the EMA update after it."""
         step = self.global_step
         total, _ = self.total_and_warmup_steps()
         if self.weight_decay is not None:
-            optimizer.param_groups[0]["weight_decay"] = cosine_ramp(step, total, *self.weight_decay)
+            optimizer.param_groups[0]["weight_decay"] = cosine_ramp(
+                self.scheduled_step(step), total, *self.weight_decay
+            )
             self.log("train/weight_decay", optimizer.param_groups[0]["weight_decay"])
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
         momentum = momentum_at(step, total, *self.ema_momentum)

@@ -32,12 +32,15 @@ class JointEmbeddingMethod(SSLMethod):
         backbone_kwargs: dict | None,
         projector_dims: Sequence[int],
         projector_bias: bool,
+        projector_last_bias: bool | None = None,
     ) -> None:
         """Create ``self.backbone`` (see :func:`create_backbone`) and ``self.projector`` on its features."""
         self.backbone, self.feature_dim = create_backbone(
             backbone, in_chans, image_size, small_image_stem, backbone_kwargs
         )
-        self.projector = projector_mlp(self.feature_dim, list(projector_dims), bias=projector_bias)
+        self.projector = projector_mlp(
+            self.feature_dim, list(projector_dims), bias=projector_bias, last_bias=projector_last_bias
+        )
 
     def compiled_modules(self) -> list[nn.Module]:
         return [self.backbone, self.projector, self.loss_fn]

@@ -16,17 +16,18 @@ from ssl_lightning.methods.joint_embedding import JointEmbeddingMethod
 class VICReg(JointEmbeddingMethod):
     """Variance-Invariance-Covariance regularisation of two views' embeddings.
 
-    backbone → pooled features ``h`` (what the probes see) → projector (expander) → ``z`` → loss.
+    backbone → pooled features ``h`` (what the probes see) → projector (expander; hidden layers with
+    biases, the last without, as in the official code) → ``z`` → loss.
 
-    Args:
-        backbone: timm model name or ``nn.Module`` returning ``(B, D)`` features.
-        projector_dims: output sizes of the projector's linear layers (paper: 8192-8192-8192).
-        invariance_weight, variance_weight, covariance_weight: λ, μ, ν of the paper (25, 25, 1).
-        in_chans, image_size: input images (linked from the DataModule by the CLI).
-        small_image_stem: 3×3 ResNet stem without max-pool; ``None`` = automatic for ≤ 64 px.
-        backbone_kwargs: extra ``timm.create_model`` arguments (e.g. a narrow ResNet's ``channels``).
-        optimizer, warmup_epochs, warmup_steps, warmup_start_factor, final_lr_factor, lr_reference_batch_size,
-            compile, compile_options: see :class:`SSLMethod`.
+        Args:
+            backbone: timm model name or ``nn.Module`` returning ``(B, D)`` features.
+            projector_dims: output sizes of the projector's linear layers (paper: 8192-8192-8192).
+            invariance_weight, variance_weight, covariance_weight: λ, μ, ν of the paper (25, 25, 1).
+            in_chans, image_size: input images (linked from the DataModule by the CLI).
+            small_image_stem: 3×3 ResNet stem without max-pool; ``None`` = automatic for ≤ 64 px.
+            backbone_kwargs: extra ``timm.create_model`` arguments (e.g. a narrow ResNet's ``channels``).
+            optimizer, warmup_epochs, warmup_steps, warmup_start_factor, final_lr_factor, lr_reference_batch_size,
+                compile, compile_options: see :class:`SSLMethod`.
     """
 
     def __init__(
@@ -52,6 +53,13 @@ class VICReg(JointEmbeddingMethod):
         super().__init__(**base_arguments(locals()))
         self.save_init_arguments()
         self.build_networks(
-            backbone, in_chans, image_size, small_image_stem, backbone_kwargs, projector_dims, projector_bias=True
+            backbone,
+            in_chans,
+            image_size,
+            small_image_stem,
+            backbone_kwargs,
+            projector_dims,
+            projector_bias=True,
+            projector_last_bias=False,
         )
         self.loss_fn = VICRegLoss(invariance_weight, variance_weight, covariance_weight)
