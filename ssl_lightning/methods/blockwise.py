@@ -41,7 +41,11 @@ class BlockwiseBarlowTwins(SSLMethod):
         head_kernel_size: kernel size of that convolution (paper's best: 1).
         projector_dims: output sizes of each block's projector (paper: 8192-8192-8192, no biases).
         off_diagonal_weight: Barlow Twins' λ (0.0051).
-        loss_scale: factor on each block's loss (the authors' code: 0.024).
+        loss_scale: factor on each block's loss. The authors' code uses 0.024 on 16 processes with a
+            cross-correlation summed by an in-place ``all_reduce`` that autograd does not see, so its
+            gradient is the full-batch one / 16; ours is exactly the full-batch gradient, so their
+            update is ``loss_scale = 0.024 / 16`` (``examples/blockwise_resnet50_imagenet.yaml``,
+            ``docs/fidelity.md``).
         noise_std: σ of the noise injected after every stage during training,
             ``x ← x + σ·std(x)·ε`` (paper's best: 0.25; 0 disables it).
         noise_mode: ``"all"`` (one std over the batch of feature maps) or ``"hw"`` (per sample and
