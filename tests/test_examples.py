@@ -16,8 +16,8 @@ from tests import fake_data
 from tests.pretrained import pretrained_checkpoint
 
 EXAMPLES = sorted((Path(__file__).parents[1] / "examples").glob("*.yaml"))
-# Too large for a CPU test run (ViT-H/14 with its EMA teacher and AdamW state: > 10 GB, minutes per step).
-SLOW_EXAMPLES = {"ijepa_vith14_imagenet.yaml"}
+# Too large for a CPU test run (ViT-H with its EMA teacher and AdamW state: > 10 GB, minutes per step).
+SLOW_EXAMPLES = {"ijepa_vith14_imagenet.yaml", "flexpredict_vith16_imagenet.yaml"}
 FAKE_WRITERS = {
     "FashionMNIST": fake_data.write_fake_fashion_mnist,
     "MNIST": fake_data.write_fake_mnist,
@@ -28,7 +28,9 @@ FAKE_WRITERS = {
 }
 # Evaluation examples load a pretraining checkpoint (here a tiny one, for the data's channels) and
 # some of them run with `validate`.
-EVALUATION_SUBCOMMANDS = {"LinearEval": "fit", "KNNEval": "validate"}
+EVALUATION_SUBCOMMANDS = {"LinearEval": "fit", "KNNEval": "validate", "LowShotEval": "validate"}
+# 1% of the 128 fake training images is 1 image, fewer than the 10 classes: label 10% of them here.
+SMALL_DATA_ARGUMENTS = {"LowShotEval": ["--model.init_args.label_fraction=0.1"]}
 ON_ONE_CPU = [
     "--trainer.accelerator=cpu",
     "--trainer.devices=1",
@@ -54,7 +56,8 @@ def evaluation_arguments(model_class: str, data_class: str, directory: Path) -> 
     if model_class not in EVALUATION_SUBCOMMANDS:
         return []
     channels = getattr(ssl_lightning.data, data_class).channels
-    return [f"--model.init_args.checkpoint={pretrained_checkpoint('VICReg', directory, in_chans=channels)}"]
+    checkpoint = pretrained_checkpoint("VICReg", directory, in_chans=channels)
+    return [f"--model.init_args.checkpoint={checkpoint}", *SMALL_DATA_ARGUMENTS.get(model_class, [])]
 
 
 @pytest.mark.parametrize("example", example_params())

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
-import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from lightning.pytorch.utilities import rank_zero_info
@@ -14,8 +13,8 @@ from torch import Tensor, nn
 from torchmetrics.aggregation import MeanMetric
 
 from ssl_lightning.callbacks.knn import knn_votes
+from ssl_lightning.evaluation.encoding import encode_labelled, training_images
 from ssl_lightning.evaluation.frozen import load_frozen_encoder
-from ssl_lightning.methods.ijepa import first_view
 
 TOP_K = 5
 
@@ -72,17 +71,7 @@ class KNNEval(LightningModule):
         return F.normalize(self.encoder(images).float(), dim=1)
 
     def on_validation_epoch_start(self) -> None:
-        datamodule = self.trainer.datamodule
-        if datamodule is None:
-            raise ValueError("KNNEval builds its bank from the training images: run it with a DataModule.")
-        loader_of = getattr(datamodule, "train_eval_dataloader", datamodule.train_dataloader)
-        features, labels = [], []
-        with self.trainer.precision_plugin.forward_context():
-            for views, batch_labels in loader_of():
-                known = batch_labels >= 0
-                features.append(self(first_view(views)[known].to(self.device)))
-                labels.append(batch_labels[known].to(self.device))
-        self.bank, self.bank_labels = torch.cat(features), torch.cat(labels)
+        self.bank, self.bank_labels = encode_labelled(self, training_images(self.trainer, "KNNEval"))
         if not len(self.bank_labels):
             raise ValueError("KNNEval found no labelled training image (every label is -1): the bank is empty.")
         rank_zero_info(f"KNNEval: a bank of {len(self.bank_labels)} training features of size {self.bank.shape[1]}")
