@@ -15,7 +15,9 @@ from ssl_lightning.cli import main
 from tests import fake_data
 from tests.pretrained import pretrained_checkpoint
 
-EXAMPLES = sorted((Path(__file__).parents[1] / "examples").glob("*.yaml"))
+EXAMPLES_DIR = Path(__file__).parents[1] / "examples"
+# The protocol presets (examples/protocols/) too; not their overlays.
+EXAMPLES = sorted(EXAMPLES_DIR.glob("*.yaml")) + sorted((EXAMPLES_DIR / "protocols").glob("*.yaml"))
 # Too large for a CPU test run (ViT-H with its EMA teacher and AdamW state: > 10 GB, minutes per step).
 SLOW_EXAMPLES = {"ijepa_vith14_imagenet.yaml", "flexpredict_vith16_imagenet.yaml"}
 FAKE_WRITERS = {
@@ -52,12 +54,16 @@ def test_examples_exist():
     assert {"quickstart.yaml", "vicreg_cifar10.yaml", "vicreg_imagenet.yaml"} <= {p.name for p in EXAMPLES}
 
 
-def evaluation_arguments(model_class: str, data_class: str, directory: Path) -> list[str]:
+def evaluation_arguments(model_class: str, data_class: str, directory: Path, model_args: dict) -> list[str]:
+    """A tiny checkpoint the evaluation accepts: of the method it names, of I-JEPA when it pools ViT tokens
+    (on 32 px images: a tiny ViT at 224 px is too slow here), of VICReg otherwise."""
     if model_class not in EVALUATION_SUBCOMMANDS:
         return []
     channels = getattr(ssl_lightning.data, data_class).channels
-    checkpoint = pretrained_checkpoint("VICReg", directory, in_chans=channels)
-    return [f"--model.init_args.checkpoint={checkpoint}", *SMALL_DATA_ARGUMENTS.get(model_class, [])]
+    method = model_args.get("method") or ("IJEPA" if model_args.get("pool") else "VICReg")
+    checkpoint = pretrained_checkpoint(method, directory, in_chans=channels)
+    vit_size = ["--data.init_args.image_size=32"] if method == "IJEPA" else []
+    return [f"--model.init_args.checkpoint={checkpoint}", *vit_size, *SMALL_DATA_ARGUMENTS.get(model_class, [])]
 
 
 @pytest.mark.parametrize("example", example_params())
@@ -76,14 +82,16 @@ def test_example_runs_one_batch(example: Path, tmp_path: Path, tmp_path_factory)
             "--data.init_args.num_workers=0",
             f"--trainer.default_root_dir={tmp_path}",
             *ON_ONE_CPU,
-            *evaluation_arguments(model_class, data_class, tmp_path_factory.getbasetemp() / "pretrained"),
+            *evaluation_arguments(
+                model_class, data_class, tmp_path_factory.getbasetemp() / "pretrained", config["model"]["init_args"]
+            ),
         ]
     )
 
 
 def test_fsdp2_strategy_overlay_parses(capsys):
     """examples/strategies/fsdp2.yaml layers onto a ViT method's config (the run itself is tested in test_fsdp.py)."""
-    examples = EXAMPLES[0].parent
+    examples = EXAMPLES_DIR
     with pytest.raises(SystemExit) as exit_info:
         main(
             [
