@@ -43,12 +43,19 @@ def export_command(args: list[str]) -> None:
 
 
 def main(args: list[str] | None = None) -> None:
-    """Entry point of ``ssl-lightning`` and ``python -m ssl_lightning``."""
+    """Entry point of ``ssl-lightning`` and ``python -m ssl_lightning`` (returns nothing: a console
+    script's return value becomes its exit status)."""
+    run(args)
+
+
+def run(args: list[str] | None = None) -> SSLLightningCLI | None:
+    """``ssl-lightning`` from Python: the finished CLI (its ``trainer.callback_metrics`` hold the
+    run's last metrics), or ``None`` for ``export``."""
     command = sys.argv[1:] if args is None else args
     if command[:1] == [EXPORT]:
         export_command(command[1:])
-        return
-    SSLLightningCLI(
+        return None
+    return SSLLightningCLI(
         LightningModule,
         LightningDataModule,
         subclass_mode_model=True,
