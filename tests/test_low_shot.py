@@ -62,6 +62,27 @@ def test_solution_zeroes_the_analytic_gradient():
     assert gradient.abs().max() == pytest.approx(fit.max_gradient, abs=1e-12)
 
 
+def test_solver_converges_on_separable_features_at_the_protocols_tiny_l2(sklearn_logistic_regression):
+    """Separable classes and λ = 0.0025 / N: a badly conditioned problem (large weights), the
+    low-shot regime. L-BFGS must reach the tolerance and scikit-learn's objective value."""
+    gen = torch.Generator().manual_seed(4)
+    y = torch.arange(300) % 10
+    x = torch.randn(10, 64, generator=gen, dtype=torch.float64)[y] + torch.randn(
+        300, 64, generator=gen, dtype=torch.float64
+    )
+    x = (x - x.mean(0)) / x.std(0)
+    l2 = 0.0025 / len(y)
+    fit = fit_logistic_regression(x, y, l2=l2, tolerance=1e-10, max_iterations=3000)
+    reference = sklearn_logistic_regression(C=1 / (len(y) * l2), fit_intercept=False, tol=1e-10, max_iter=10_000)
+    reference.fit(x.numpy(), y.numpy())
+
+    def objective(weight):
+        return torch.nn.functional.cross_entropy(x @ weight.T, y) + 0.5 * l2 * weight.square().sum()
+
+    assert fit.converged
+    assert objective(fit.weight) == pytest.approx(float(objective(torch.from_numpy(reference.coef_))), rel=1e-9)
+
+
 def test_a_rotation_of_the_features_leaves_the_predictions_unchanged():
     """Why LowShotEval skips the official full-rank PCA: for orthogonal Q the solution on X Q is W Q."""
     x, y = blobs(seed=2)

@@ -47,8 +47,8 @@ def fit_logistic_regression(
     num_classes: int | None = None,
     l2: float = 0.0,
     fit_intercept: bool = False,
-    tolerance: float = 1e-9,
-    max_iterations: int = 1000,
+    tolerance: float = 1e-7,
+    max_iterations: int = 5000,
     dtype: torch.dtype = torch.float64,
     device: torch.device | str | None = None,
 ) -> LogisticFit:
@@ -115,8 +115,14 @@ def fit_logistic_regression(
 def minimise(
     x: Tensor, y: Tensor, num_classes: int, l2: float, fit_intercept: bool, tolerance: float, max_iterations: int
 ) -> LogisticFit:
-    """The L-BFGS run of :func:`fit_logistic_regression` on checked inputs, with autograd enabled."""
+    """The L-BFGS run of :func:`fit_logistic_regression` on checked inputs, with autograd enabled.
+
+    L-BFGS minimises the objective divided by ``λ`` (same minimiser; the Hessian's eigenvalues are
+    then at least 1): ``torch.optim.LBFGS`` only keeps curvature pairs with ``yᵀs > 1e-10``, which
+    at the protocol's tiny ``λ`` (≈ 4e-6) drops them long before convergence and stalls the solve.
+    """
     dtype, device = x.dtype, x.device
+    scale = 1 / l2 if l2 > 0 else 1.0
     weight = torch.zeros(num_classes, x.shape[1], dtype=dtype, device=device, requires_grad=True)
     bias = torch.zeros(num_classes, dtype=dtype, device=device, requires_grad=True) if fit_intercept else None
     parameters = [weight] if bias is None else [weight, bias]
@@ -125,14 +131,14 @@ def minimise(
         logits = x @ weight.T
         if bias is not None:
             logits = logits + bias
-        return F.cross_entropy(logits, y) + 0.5 * l2 * weight.square().sum()
+        return scale * F.cross_entropy(logits, y) + 0.5 * scale * l2 * weight.square().sum()
 
     optimizer = torch.optim.LBFGS(
         parameters,
         lr=1.0,
         max_iter=max_iterations,
         max_eval=2 * max_iterations,
-        tolerance_grad=tolerance,
+        tolerance_grad=tolerance * scale,
         tolerance_change=0.0,
         history_size=20,
         line_search_fn="strong_wolfe",
@@ -146,7 +152,7 @@ def minimise(
 
     optimizer.step(closure)
     closure()
-    max_gradient = max(float(parameter.grad.abs().max()) for parameter in parameters)
+    max_gradient = max(float(parameter.grad.abs().max()) for parameter in parameters) / scale
     iterations = int(optimizer.state[weight]["n_iter"])
     converged = max_gradient <= tolerance
     if not converged:

@@ -69,7 +69,8 @@ class LowShotEval(LightningModule):
     L2-regularised fit, the solution on ``x Q`` is ``W Q`` and the scores ``x Q (W Q)ᵀ = x Wᵀ``
     are unchanged. The official code stops cyanure at a relative duality gap of 1e-3 (at most 100
     epochs); L-BFGS here runs to a gradient tolerance (``tolerance``), closer to the exact optimum
-    (on standardised 600 × 512 features of 10 classes, 1e-9 leaves a relative gap of 2e-7).
+    (1% of Fashion-MNIST, 600 × 128 features of a quickstart VICReg: 1e-7 takes ~900 iterations,
+    1.5 s on a CPU, and ends 5e-8 above the minimum in relative terms).
     ImageNet papers use the fixed 1% file list of SimCLR (12 811 images, 12 or 13 per class); a
     seeded draw has the same shape but other images.
 
@@ -108,8 +109,8 @@ class LowShotEval(LightningModule):
         subset_seed: int = 0,
         l2: float = 0.0025,
         standardize: Standardize = "train",
-        tolerance: float = 1e-9,
-        max_iterations: int = 1000,
+        tolerance: float = 1e-7,
+        max_iterations: int = 5000,
         double_precision: bool = True,
         in_chans: int | None = None,
         image_size: int | None = None,
