@@ -4,6 +4,7 @@ the official VICReg expander layout, StoP's frozen schedules, and the details of
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from pathlib import Path
@@ -156,3 +157,16 @@ def test_flexpredict_vith16_recipe_is_stops():
 def test_bad_schedule_freeze_epoch_is_refused():
     with pytest.raises(ValueError, match="schedule_freeze_epoch"):
         tiny_method("IJEPA", schedule_freeze_epoch=-1)
+
+
+def test_stop_views_blur_and_grayscale_commute_up_to_rounding():
+    """StoP's code converts to grayscale before blurring, StoPViews blurs first: both are linear, so
+    on uint8 images the two orders differ by rounding only."""
+    from torchvision.transforms.v2 import functional
+
+    image = torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    blur = functools.partial(functional.gaussian_blur, kernel_size=7, sigma=1.5)
+    gray = functools.partial(functional.rgb_to_grayscale, num_output_channels=3)
+    reference_order, our_order = blur(gray(image)), gray(blur(image))
+    assert (reference_order.int() - our_order.int()).abs().max() <= 1
+    assert (blur(image).int() - image.int()).abs().max() > 10  # the blur does change the image
