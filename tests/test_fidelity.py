@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from lightning.pytorch import Callback, Trainer
+from lightning.pytorch import Callback
 from torch import nn
 
 from ssl_lightning.losses import BarlowTwinsLoss
 from ssl_lightning.methods import VICReg
 from tests.jepa_helpers import tiny_method
 from tests.synthetic import NoisyClassDataModule
-from tests.tiny_methods import JOINT
+from tests.tiny_methods import JOINT, quiet_trainer
 
 EXAMPLES = Path(__file__).parents[1] / "examples"
 LAMBDA = 0.0051
@@ -130,16 +130,7 @@ def test_schedule_freeze_holds_lr_and_weight_decay_from_that_epoch():
     values of the threshold step, the cosine schedules unchanged before it."""
     model = tiny_method("FlexPredict", weight_decay=(0.04, 0.4), schedule_freeze_epoch=2)
     recorder = ScheduleRecorder()
-    trainer = Trainer(
-        max_epochs=3,
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        limit_val_batches=0,
-        callbacks=[recorder],
-    )
+    trainer = quiet_trainer([recorder], max_epochs=3)
     trainer.fit(model, NoisyClassDataModule(num_views=1, image_size=32, train_size=48, batch_size=8))
     total, freeze = 18, 12  # 6 steps per epoch
     cosine = [0.5 * (1 + math.cos(math.pi * min(step, freeze) / total)) for step in range(total)]

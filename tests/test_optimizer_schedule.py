@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from ssl_lightning.methods import BarlowTwins, VICReg
 from tests.synthetic import NoisyClassDataModule
-from tests.tiny_methods import JOINT
+from tests.tiny_methods import JOINT, quiet_trainer
 
 EXAMPLES = Path(__file__).parents[1] / "examples"
 
@@ -38,16 +38,7 @@ class LearningRates(Callback):
 def fit_vicreg(train_size: int, batch_size: int = 8, model_options=None, **trainer_options):
     model = VICReg(**{**JOINT, **(model_options or {})})
     rates = LearningRates()
-    trainer = Trainer(
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        limit_val_batches=0,
-        callbacks=[rates],
-        **trainer_options,
-    )
+    trainer = quiet_trainer([rates], **trainer_options)
     data = NoisyClassDataModule(num_views=2, image_size=16, batch_size=batch_size, train_size=train_size)
     trainer.fit(model, data)
     return model, rates
@@ -122,17 +113,8 @@ def test_barlow_imagenet_recipe_group_learning_rates_at_batch_2048():
     optimizer = functools.partial(timm.optim.Lars, **lars["init_args"])
     model = BarlowTwins(**{**JOINT, **recipe, "optimizer": optimizer, "warmup_epochs": 0})
     rates = LearningRates()
-    trainer = Trainer(
-        accelerator="cpu",
-        max_steps=1,
-        accumulate_grad_batches=256,  # 8 images × 256 = a global batch of 2048 on one process
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        limit_val_batches=0,
-        callbacks=[rates],
-    )
+    # 8 images × 256 accumulated batches = a global batch of 2048 on one process
+    trainer = quiet_trainer([rates], max_steps=1, accumulate_grad_batches=256)
     trainer.fit(model, NoisyClassDataModule(num_views=2, image_size=16, batch_size=8, train_size=2048))
     assert rates.peaks == pytest.approx([0.2 * 2048 / 256, 0.0048 * 2048 / 256])
     weights, biases = trainer.optimizers[0].param_groups

@@ -53,18 +53,23 @@ def tiny_data(name: str, batch_size: int = 8, train_size: int = 64) -> NoisyClas
     return NoisyClassDataModule(num_views=num_views, image_size=size, batch_size=batch_size, train_size=train_size)
 
 
+def quiet_trainer(callbacks=(), **trainer_options) -> Trainer:
+    """A CPU Trainer without logger, checkpoints, progress bar, model summary or validation, unless
+    ``trainer_options`` say otherwise."""
+    quiet = {
+        "accelerator": "cpu",
+        "logger": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "enable_checkpointing": False,
+        "limit_val_batches": 0,
+    }
+    return Trainer(callbacks=list(callbacks), **{**quiet, **trainer_options})
+
+
 def fit(model: SSLMethod, name: str, steps: int, callbacks=(), **trainer_options) -> Trainer:
     """``steps`` training steps of ``tiny(name)``-sized ``model`` on CPU on :func:`tiny_data`, quietly
-    (no logger, checkpoints, progress bar or validation unless ``trainer_options`` say otherwise)."""
-    trainer = Trainer(
-        max_steps=steps,
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        callbacks=list(callbacks),
-        **{"limit_val_batches": 0, **trainer_options},
-    )
+    (see :func:`quiet_trainer`)."""
+    trainer = quiet_trainer(callbacks, max_steps=steps, **trainer_options)
     trainer.fit(model, tiny_data(name, batch_size=8, train_size=max(64, 8 * steps)))
     return trainer
