@@ -4,6 +4,7 @@ is set, the linear learning-rate scaling rule, and Barlow Twins' learning rate f
 from __future__ import annotations
 
 import functools
+import logging
 import math
 from pathlib import Path
 
@@ -95,11 +96,13 @@ def test_bad_warmup_steps_and_reference_batch_are_refused(bad):
         VICReg(**{**JOINT, "lr_reference_batch_size": bad if bad != -1 else 0})
 
 
-def test_learning_rate_scales_with_the_global_batch():
-    """lr = base × per-device batch × accumulation / reference (one process here)."""
+def test_learning_rate_scales_with_the_global_batch(caplog):
+    """lr = base × per-device batch × accumulation / reference (one process here), said at fit start."""
     options = {"optimizer": functools.partial(torch.optim.SGD, lr=0.2), "lr_reference_batch_size": 256}
-    _, rates = fit_vicreg(64, batch_size=8, model_options=options, max_steps=2, accumulate_grad_batches=4)
+    with caplog.at_level(logging.INFO):
+        _, rates = fit_vicreg(64, batch_size=8, model_options=options, max_steps=2, accumulate_grad_batches=4)
     assert rates.peaks == pytest.approx([0.2 * 32 / 256] * 2)
+    assert "global batch 32 = lr_reference_batch_size 256 × 0.125; peak learning rates 0.025." in caplog.text
 
 
 def test_barlow_imagenet_recipe_group_learning_rates_at_batch_2048():
