@@ -62,3 +62,5 @@ def test_two_process_ddp_fit(example: str, tmp_path: Path):
     assert report["global_step"] == 3
     assert report["max_parameter_difference"] == 0.0
     assert any(name.startswith("probe/") and name.endswith("val_acc") for name in report["logged"])
+    # The quickstarts state their lr for a batch of 64: 2 processes × 8 images = a global batch of 16.
+    assert "global batch 16 = lr_reference_batch_size 64 × 0.25" in result.stdout + result.stderr
