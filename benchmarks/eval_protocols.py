@@ -24,7 +24,7 @@ from report import header_lines, markdown_table, publish
 
 from ssl_lightning.cli import run
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).resolve().parents[1]
 CPU_OVERLAY = "examples/protocols/overlays/fashion_mnist_cpu.yaml"
 # method: (quickstart config, its image size, its papers' linear protocol, validation every N epochs)
 METHODS = {
@@ -45,6 +45,11 @@ def quickstart_checkpoint(quickstarts: Path, name: str) -> Path:
         subprocess.run(command, cwd=ROOT, check=True)
         found = sorted((quickstarts / name).glob("version_*/checkpoints/*.ckpt"))
     return found[-1]
+
+
+def display(path: Path) -> str:
+    """``path`` relative to the repository when it is inside it."""
+    return str(path.resolve().relative_to(ROOT)) if path.resolve().is_relative_to(ROOT) else str(path)
 
 
 def image_size_arguments(image_size: int | None) -> list[str]:
@@ -94,7 +99,10 @@ def main() -> None:
                 rows.append(row)
                 print(" | ".join(row), flush=True)
     notes = [
-        f"checkpoints: the quickstarts (`examples/*quickstart.yaml`, 200 steps of batch 64 on Fashion-MNIST) in {args.quickstarts}",
+        (
+            "checkpoints: the quickstarts (`examples/*quickstart.yaml`, batch 64 on Fashion-MNIST, their steps in "
+            f"the checkpoint's name) in {display(args.quickstarts)}"
+        ),
         (
             f"linear protocols: the presets of examples/protocols/ + {CPU_OVERLAY}, {args.train_batches} training "
             "batches of 256 per epoch, all their epochs; validation on the 10k test images every 10 epochs "
