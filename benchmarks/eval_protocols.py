@@ -69,9 +69,10 @@ def linear_protocol(checkpoint: Path, preset: str, image_size, val_every: int, t
     return best, (time.perf_counter() - start) / 60
 
 
-def low_shot_protocol(checkpoint: Path, image_size) -> tuple[dict[str, float], float]:
+def low_shot_protocol(checkpoint: Path, image_size, logs: Path) -> tuple[dict[str, float], float]:
     arguments = ["validate", "--config", "examples/low_shot_eval.yaml", f"--model.init_args.checkpoint={checkpoint}"]
     arguments += [*image_size_arguments(image_size), "--trainer.enable_progress_bar=false"]
+    arguments += [f"--trainer.default_root_dir={logs / 'low_shot'}"]  # where the CLI saves its config.yaml
     start = time.perf_counter()
     metrics = run(arguments).trainer.callback_metrics
     return {"lowshot/top1": float(metrics["lowshot/top1"])}, (time.perf_counter() - start) / 60
@@ -91,7 +92,7 @@ def main() -> None:
         checkpoint = quickstart_checkpoint(args.quickstarts, quickstart)
         evaluations = [
             (preset, linear_protocol(checkpoint, preset, image_size, val_every, args.train_batches, args.logs)),
-            ("low-shot 1%", low_shot_protocol(checkpoint, image_size)),
+            ("low-shot 1%", low_shot_protocol(checkpoint, image_size, args.logs)),
         ]
         for protocol, (accuracies, minutes) in evaluations:
             for head, accuracy in sorted(accuracies.items()):
