@@ -187,10 +187,7 @@ class SSLMethod(LightningModule):
         """Optimizer steps in one epoch: training batches per process (after ``limit_train_batches``)
         over ``accumulate_grad_batches``, rounded up as Lightning steps the last partial accumulation."""
         trainer = self.trainer
-        if trainer.train_dataloader is None:
-            # configure_optimizers runs before the fit loop loads the data (when max_steps sets the
-            # run's length, Lightning's step estimate does not load it either).
-            trainer.fit_loop.setup_data()
+        self.loaded_train_dataloader()
         batches = trainer.num_training_batches
         if not math.isfinite(batches):
             raise ValueError(
@@ -203,38 +200,38 @@ class SSLMethod(LightningModule):
         total, warmup = self.total_and_warmup_steps()
         return warmup_cosine(step, total, warmup, self.warmup_start_factor, 1.0, self.final_lr_factor)
 
-    def batch_lr_scale(self) -> float:
-        """``global batch / lr_reference_batch_size`` (1 when no reference batch size is set)."""
-        if self.lr_reference_batch_size is None:
-            return 1.0
-        return self.global_batch_size() / self.lr_reference_batch_size
+    def loaded_train_dataloader(self):
+        """The Trainer's training dataloader, loaded now if the fit loop has not yet: configure_optimizers
+        runs before the fit loop loads the data (and when max_steps sets the run's length, Lightning's
+        step estimate does not load it either)."""
+        if self.trainer.train_dataloader is None:
+            self.trainer.fit_loop.setup_data()
+        return self.trainer.train_dataloader
 
     def global_batch_size(self) -> int:
         """Images per optimizer step over all processes: per-device batch × world size × accumulation."""
-        trainer = self.trainer
-        if trainer.train_dataloader is None:
-            trainer.fit_loop.setup_data()
-        per_device = per_device_batch_size(trainer.train_dataloader)
-        return per_device * trainer.world_size * trainer.accumulate_grad_batches
+        per_device = per_device_batch_size(self.loaded_train_dataloader())
+        return per_device * self.trainer.world_size * self.trainer.accumulate_grad_batches
 
     def configure_optimizers(self):
         optimizer = self.optimizer(self.parameter_groups())
-        batch_scale = self.batch_lr_scale()
+        global_batch = None if self.lr_reference_batch_size is None else self.global_batch_size()
+        batch_scale = 1.0 if global_batch is None else global_batch / self.lr_reference_batch_size
         for group in optimizer.param_groups:
             group["lr"] *= group.get("lr_scale", 1.0) * batch_scale
-        self.report_learning_rates(optimizer, batch_scale)
+        self.report_learning_rates(optimizer, global_batch, batch_scale)
         scheduler = LambdaLR(optimizer, self.lr_factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
-    def report_learning_rates(self, optimizer, batch_scale: float) -> None:
-        """One line (rank 0) with the global batch and every group's peak learning rate; also sent to the
-        logger as ``optim/global_batch_size`` and ``optim/lr_group<i>`` when one is attached."""
+    def report_learning_rates(self, optimizer, global_batch: int | None, batch_scale: float) -> None:
+        """One line (rank 0) with the global batch (``None``: no scaling rule) and every group's peak
+        learning rate; also sent to the logger as ``optim/global_batch_size`` and ``optim/lr_group<i>``
+        when one is attached."""
         rates = [group["lr"] for group in optimizer.param_groups]
         distinct = ", ".join(f"{rate:.4g}" for rate in dict.fromkeys(rates))
-        if self.lr_reference_batch_size is None:
+        if global_batch is None:
             rank_zero_info(f"{type(self).__name__}: peak learning rates {distinct} (lr_reference_batch_size=None).")
         else:
-            global_batch = self.global_batch_size()
             rank_zero_info(
                 f"{type(self).__name__}: global batch {global_batch} = lr_reference_batch_size "
                 f"{self.lr_reference_batch_size} × {batch_scale:.4g}; peak learning rates {distinct}."
