@@ -19,7 +19,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torchvision.utils import make_grid
 
-from ssl_lightning.masks import indices_to_mask
+from ssl_lightning.masks import PAD_INDEX
 from ssl_lightning.methods.ijepa import first_view
 
 TARGET_COLOURS = torch.tensor(
@@ -42,7 +42,8 @@ def mask_overlay(
     Args:
         images: ``(B, C, H, W)``, any value range (each image is rescaled to [0, 1]); one channel
             is shown as grey, more than three are averaged to grey.
-        context_idx: ``(B, Kc)`` flat row-major patch indices of the contexts.
+        context_idx: ``(B, Kc)`` flat row-major patch indices of the contexts; entries
+            :data:`~ssl_lightning.masks.PAD_INDEX` (``full_context`` padding) mark no patch.
         target_idx: one ``(B, Kt)`` index tensor per target block.
         grid: the patch grid ``(rows, columns)`` the indices refer to; it must divide the image size.
         opacity: weight of the target colours.
@@ -58,7 +59,10 @@ def mask_overlay(
     pictures = (pictures - low) / (high - low).clamp_min(1e-8)
 
     def to_pixels(indices: Tensor) -> Tensor:  # (B, K) patch indices → (B, 1, H, W) float mask
-        return F.interpolate(indices_to_mask(indices, grid)[:, None].float(), size=(height, width), mode="nearest")
+        real = indices != PAD_INDEX  # the padding of full_context contexts covers no patch
+        covered = pictures.new_zeros(batch, grid[0] * grid[1])
+        covered.scatter_reduce_(1, indices.where(real, 0), real.float(), "amax")
+        return F.interpolate(covered.view(batch, 1, *grid), size=(height, width), mode="nearest")
 
     pictures = pictures * (OUTSIDE_BRIGHTNESS + (1 - OUTSIDE_BRIGHTNESS) * to_pixels(context_idx))
     colours = TARGET_COLOURS.to(pictures.device)

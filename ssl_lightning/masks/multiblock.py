@@ -27,12 +27,20 @@ from ssl_lightning.masks.validation import (
     sampling_options,
 )
 
+PAD_INDEX = -1
+"""The patch index that pads a context to the batch's longest with ``full_context=True``.
+
+The context encoder and the predictor never attend to a padded slot
+(:class:`~ssl_lightning.nn.MaskedViTEncoder`, :class:`~ssl_lightning.nn.JEPAPredictor`).
+"""
+
 
 class MultiBlockLayout(NamedTuple):
     """The blocks drawn for one batch: the seam between drawing blocks and listing patch indices.
 
     Corners are ``(top, left)`` in patches. ``context_mask`` is the context block minus the target
-    blocks (unless ``allow_overlap``), before the per-batch truncation to a common length.
+    blocks (unless ``allow_overlap``), before the per-batch truncation to a common length (or the
+    padding with ``full_context``).
     """
 
     grid: Size
@@ -41,6 +49,24 @@ class MultiBlockLayout(NamedTuple):
     target_corners: Tensor  # (B, num_targets, 2) long
     context_corners: Tensor  # (B, 2) long
     context_mask: Tensor  # (B, H, W) bool
+
+
+def _check_full_context(full_context: bool, reference: bool, context_subset: ContextSubset | None) -> None:
+    """Reject ``full_context`` together with an option that it contradicts, as
+    :func:`~ssl_lightning.masks.validation.sampling_options` rejects contradicting options."""
+    if type(full_context) is not bool:
+        raise ValueError(f"full_context must be True or False, got {full_context!r}.")
+    if full_context and reference:
+        raise ValueError(
+            "full_context=True keeps every context patch, but reference=True (IJEPA: "
+            "reference_masks=True) reproduces the official code exactly, which cuts every context "
+            "to the batch's shortest. Drop one of the two."
+        )
+    if full_context and context_subset is not None:
+        raise ValueError(
+            f"context_subset={context_subset!r} chooses the patches that survive the cut to the "
+            "batch's shortest context, but full_context=True cuts nothing. Leave context_subset unset."
+        )
 
 
 class MultiBlockMaskSampler:
@@ -54,7 +80,13 @@ class MultiBlockMaskSampler:
     long tensor ``(B, Kc)`` and a list of ``num_targets`` long tensors ``(B, Kt)`` of flat
     row-major patch indices (``row · W + col``), each row sorted ascending. All target blocks of a
     batch share one size, so ``Kt = h·w`` needs no truncation. Contexts differ in length once the
-    targets are removed; each is cut to the batch's shortest (see ``context_subset``). Randomness
+    targets are removed; each is cut to the batch's shortest (see ``context_subset``), as in the
+    official code. The shortest of a batch can be far below the typical context, and more so the
+    larger the batch and the smaller the grid: with the default blocks and 64 images, 14×14
+    contexts average about 81 patches but keep 53, 7×7 ones (``min_keep=3``) 16 but keep 9.
+    ``full_context=True`` throws none away: each row holds all of its image's context, sorted
+    ascending, and is padded at its end to the batch's longest context ``Kc`` with
+    :data:`PAD_INDEX`, which the encoder and the predictor never attend to. Randomness
     comes from ``generator`` only (or the device's default generator), so a seeded generator
     reproduces the masks; the tensors live on ``device`` (default: the generator's device, else CPU).
 
@@ -98,6 +130,9 @@ class MultiBlockMaskSampler:
         corner_range: ``"full"`` or ``"official"`` (last row and column never covered).
         shared_size_draw: one uniform number for a block's scale and aspect (official) or two.
         context_subset: ``"random"`` or ``"first"`` (official) patches kept when cutting contexts.
+        full_context: keep every context patch and pad the shorter contexts with
+            :data:`PAD_INDEX` instead of cutting all to the shortest (see above). Not the official
+            code, so it rejects ``reference=True``; nothing is cut, so it rejects ``context_subset``.
         max_tries: draws per image before giving up with ``ValueError``.
     """
 
@@ -116,6 +151,7 @@ class MultiBlockMaskSampler:
         corner_range: CornerRange | None = None,
         shared_size_draw: bool | None = None,
         context_subset: ContextSubset | None = None,
+        full_context: bool = False,
     ) -> None:
         self.grid = (grid_size, grid_size) if isinstance(grid_size, int) else tuple(grid_size)
         self.num_targets = num_targets
@@ -133,6 +169,8 @@ class MultiBlockMaskSampler:
         self.corner_range: CornerRange = options["corner_range"]
         self.shared_size_draw: bool = options["shared_size_draw"]
         self.context_subset: ContextSubset = options["context_subset"]
+        _check_full_context(full_context, reference, context_subset)
+        self.full_context = full_context
         check_grid(self.grid)
         check_int("num_targets", num_targets, minimum=1)
         check_int("min_keep", min_keep, minimum=0)
@@ -259,8 +297,15 @@ class MultiBlockMaskSampler:
         return mask
 
     def _context_indices(self, context_mask: Tensor, generator: torch.Generator | None) -> Tensor:
-        """Each image's context indices, cut to the batch's shortest context, sorted ascending."""
+        """Each image's context indices, sorted ascending, cut to the batch's shortest context (or,
+        with ``full_context``, all of them, padded at the end to the longest with ``PAD_INDEX``)."""
         kept = context_mask.flatten(1)
+        if self.full_context:
+            num_patches = kept.shape[1]
+            positions = torch.arange(num_patches, device=kept.device).expand(kept.shape)
+            # Patches outside the context sort last as num_patches, then become the padding.
+            chosen = positions.masked_fill(~kept, num_patches).sort(dim=1).values[:, : int(kept.sum(1).max())]
+            return chosen.masked_fill(chosen == num_patches, PAD_INDEX)
         length = int(kept.sum(1).min())
         if self.context_subset == "first":  # official: the first indices in row-major order
             priority = torch.arange(kept.shape[1], device=kept.device, dtype=torch.float).expand(kept.shape)

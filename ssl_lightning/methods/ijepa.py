@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from torch.distributed.device_mesh import DeviceMesh
 
 from ssl_lightning.losses.jepa import JEPALoss, JEPALossKind
-from ssl_lightning.masks.multiblock import ContextSubset, CornerRange, MultiBlockMaskSampler
+from ssl_lightning.masks.multiblock import PAD_INDEX, ContextSubset, CornerRange, MultiBlockMaskSampler
 from ssl_lightning.methods.base import SSLMethod, base_arguments
 from ssl_lightning.nn.ema import ema_update_, frozen_copy, momentum_at
 from ssl_lightning.nn.fsdp import (
@@ -124,6 +124,15 @@ class IJEPA(SSLMethod):
             subset (``"random"``, default) or their first patches (``"first"``, official).
             ``corner_range="full", shared_size_draw=True, context_subset="first"`` is the official
             sampler with only the edge fixed.
+        full_context: keep every context patch instead of cutting each image's context to the
+            batch's shortest, as the official code does (and ``reference_masks=True`` requires):
+            the shorter contexts are padded with :data:`~ssl_lightning.masks.PAD_INDEX`, which
+            the context encoder and the predictor never attend to. The cut throws away a large
+            share of the context, the more so the smaller the grid and the larger the batch (with
+            the default blocks and 64 images, 7×7 contexts average 16 patches and keep 9). The
+            cost: the padded tokens' compute, and an attention mask, which on GPU rules out
+            SDPA's flash kernel. ``context_subset`` must stay unset.
+            See :class:`MultiBlockMaskSampler`.
         loss: ``"smooth_l1"`` (official code) or ``"mse"`` (paper).
         ema_momentum: EMA momentum at the first and the last step (linear in between).
         weight_decay: weight decay of the weights at the first and the last step (cosine ramp),
@@ -164,6 +173,7 @@ class IJEPA(SSLMethod):
         corner_range: CornerRange | None = None,
         shared_size_draw: bool | None = None,
         context_subset: ContextSubset | None = None,
+        full_context: bool = False,
         loss: JEPALossKind = "smooth_l1",
         ema_momentum: tuple[float, float] = (0.996, 1.0),
         weight_decay: tuple[float, float] | None = (0.04, 0.4),
@@ -212,6 +222,7 @@ class IJEPA(SSLMethod):
             corner_range=corner_range,
             shared_size_draw=shared_size_draw,
             context_subset=context_subset,
+            full_context=full_context,
         )
         self.loss_fn = JEPALoss(loss)
         self.ema_momentum = tuple(ema_momentum)
@@ -278,16 +289,21 @@ class IJEPA(SSLMethod):
 
         Args:
             images: ``(B, C, H, W)``.
-            context_idx: ``(B, Kc)`` flat patch indices of each image's context.
+            context_idx: ``(B, Kc)`` flat patch indices of each image's context; with the sampler's
+                ``full_context``, rows padded at the end with :data:`~ssl_lightning.masks.PAD_INDEX`.
             target_idx: one ``(B, Kt)`` index tensor per target block.
         """
+        # Decided by the configuration, not by looking for PAD_INDEX, which would sync with the device.
+        padding = context_idx == PAD_INDEX if self.mask_sampler.full_context else None
         mark_tokens_dynamic(context_idx, *target_idx)
+        if padding is not None:
+            mark_tokens_dynamic(padding)
         with torch.no_grad():
             tokens = self.target_encoder(images)
             normalized = F.layer_norm(tokens, tokens.shape[-1:])
             targets = torch.cat([gather_tokens(normalized, idx) for idx in target_idx])
-        context = self.context_encoder(images, context_idx)
-        predictions = self.predictor(context, context_idx, target_idx)
+        context = self.context_encoder(images, context_idx, padding)
+        predictions = self.predictor(context, context_idx, target_idx, padding)
         mark_tokens_dynamic(predictions, targets)
         return self.loss_fn(predictions, targets), tokens.mean(dim=1)
 

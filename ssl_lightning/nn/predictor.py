@@ -6,11 +6,13 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from timm.layers import LayerNorm, calculate_drop_path_rates, to_2tuple, trunc_normal_
 from timm.models.vision_transformer import Block, init_weights_vit_timm
 from torch import Tensor, nn
 
 from ssl_lightning.nn.pos_embed import sincos_pos_embed_2d
+from ssl_lightning.nn.vit import run_blocks
 
 
 class JEPAPredictor(nn.Module):
@@ -24,8 +26,11 @@ class JEPAPredictor(nn.Module):
 
     Each target block is its own sequence: the context is repeated once per block along the
     batch axis and all blocks run in one batched call, so tokens of different target blocks never
-    attend to each other. Subclasses change only the target tokens, by overriding
-    :meth:`target_tokens` (and setting ``uses_mask_token = False`` when they do not need ``m``).
+    attend to each other. The padding of contexts padded to a common length (``context_padding``,
+    from the sampler's ``full_context``) is masked out of the attention of every token, context
+    and target alike (:func:`~ssl_lightning.nn.vit.run_blocks`). Subclasses change only the target
+    tokens, by overriding :meth:`target_tokens` (and setting ``uses_mask_token = False`` when they
+    do not need ``m``).
 
     Args:
         enc_dim: encoder width (features in and predictions out).
@@ -76,13 +81,22 @@ class JEPAPredictor(nn.Module):
         """
         return target_pos_embed + self.mask_token
 
-    def forward(self, context_tokens: Tensor, context_idx: Tensor, target_idx: Sequence[Tensor]) -> Tensor:
+    def forward(
+        self,
+        context_tokens: Tensor,
+        context_idx: Tensor,
+        target_idx: Sequence[Tensor],
+        context_padding: Tensor | None = None,
+    ) -> Tensor:
         """Predict the encoder features of every target block.
 
         Args:
             context_tokens: ``(B, Kc, enc_dim)`` context-encoder output.
             context_idx: ``(B, Kc)`` flat row-major patch indices of the context tokens.
             target_idx: one ``(B, Kt)`` index tensor per target block (all of the same ``Kt``).
+            context_padding: ``(B, Kc)`` bool, True at context slots that only pad a row to ``Kc``
+                (their index and token are ignored; see
+                :class:`~ssl_lightning.nn.MaskedViTEncoder`), or ``None`` when all are real.
 
         Returns:
             ``(len(target_idx)·B, Kt, enc_dim)`` predictions in block-major order: row
@@ -90,10 +104,14 @@ class JEPAPredictor(nn.Module):
             predictions along dim 0).
         """
         num_context = context_idx.size(1)
-        context = self.input_proj(context_tokens) + self.pos_embed[context_idx]
+        positions = context_idx if context_padding is None else context_idx.masked_fill(context_padding, 0)
+        context = self.input_proj(context_tokens) + self.pos_embed[positions]
         context = context.repeat(len(target_idx), 1, 1)
         targets = self.target_tokens(self.pos_embed[torch.cat(list(target_idx))])
-        x = self.blocks(torch.cat([context, targets], dim=1))
+        padding = None
+        if context_padding is not None:  # target tokens are never padding
+            padding = F.pad(context_padding.repeat(len(target_idx), 1), (0, targets.size(1)), value=False)
+        x = run_blocks(self.blocks, torch.cat([context, targets], dim=1), padding)
         return self.output_proj(self.norm(x[:, num_context:]))
 
 

@@ -28,6 +28,26 @@ def gather_tokens(tokens: Tensor, idx: Tensor) -> Tensor:
     return tokens.gather(1, idx.unsqueeze(-1).expand(-1, -1, tokens.size(-1)))
 
 
+def run_blocks(blocks: nn.Sequential, x: Tensor, padding: Tensor | None = None) -> Tensor:
+    """Transformer ``blocks`` over tokens ``x`` ``(B, K, D)``, never attending to a padded token.
+
+    Without ``padding`` this is ``blocks(x)``. With ``padding`` ``(B, K)`` bool, True at padded
+    tokens (the contexts of :class:`~ssl_lightning.masks.MultiBlockMaskSampler` with
+    ``full_context=True``), every timm ``Block`` gets the attention mask ``(B, 1, 1, K)``, True
+    where a key may be attended to, which timm passes to ``F.scaled_dot_product_attention`` or,
+    unfused, turns into an additive ``-inf`` bias: padded keys get zero weight, so the real
+    tokens' outputs do not depend on what the padded ones hold. Padded queries still attend to
+    the real keys, so as long as every row has a real token no softmax row is empty (NaN); their
+    outputs are meaningless and must be ignored.
+    """
+    if padding is None:
+        return blocks(x)
+    attn_mask = ~padding[:, None, None, :]
+    for block in blocks:
+        x = block(x, attn_mask=attn_mask)
+    return x
+
+
 class MaskedViTEncoder(nn.Module):
     """ViT encoder of I-JEPA (Assran et al., arXiv 2301.08243, Sec. 3) that can see a subset of patches.
 
@@ -109,24 +129,29 @@ class MaskedViTEncoder(nn.Module):
     def num_patches(self) -> int:
         return self.vit.patch_embed.num_patches
 
-    def forward(self, images: Tensor, keep_idx: Tensor | None = None) -> Tensor:
+    def forward(self, images: Tensor, keep_idx: Tensor | None = None, padding: Tensor | None = None) -> Tensor:
         """Encode ``images`` ``(B, C, H, W)``.
 
         Args:
             images: a batch of images; any size divisible by the patch size (positions of other
                 grids than ``grid_size`` are computed on the fly).
             keep_idx: ``(B, K)`` flat row-major patch indices to encode, or ``None`` for all patches.
+            padding: ``(B, K)`` bool, True at the slots of ``keep_idx`` that only pad a row to
+                ``K`` (their index, e.g. :data:`~ssl_lightning.masks.PAD_INDEX`, is ignored):
+                no token attends to them (:func:`run_blocks`). ``None``: every slot is real, and
+                the blocks run without an attention mask.
 
         Returns:
-            ``(B, K, embed_dim)`` (or ``(B, N, embed_dim)``) features after the final LayerNorm.
+            ``(B, K, embed_dim)`` (or ``(B, N, embed_dim)``) features after the final LayerNorm;
+            the rows of padded slots hold meaningless values.
         """
         patches = self.vit.patch_embed(images)  # (B, h, w, D)
         x = patches.flatten(1, 2) + self._pos_embed_for(patches.shape[1:3])
         x = self.vit.pos_drop(x)
         if keep_idx is not None:
-            x = gather_tokens(x, keep_idx)
+            x = gather_tokens(x, keep_idx if padding is None else keep_idx.masked_fill(padding, 0))
         x = self.vit.norm_pre(x)
-        x = self.vit.blocks(x)
+        x = run_blocks(self.vit.blocks, x, padding)
         return self.vit.norm(x)
 
     def _pos_embed_for(self, grid: tuple[int, int]) -> Tensor:
