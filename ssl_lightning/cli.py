@@ -36,6 +36,16 @@ class SSLLightningCLI(LightningCLI):
         parser.link_arguments("data.image_size", "model.init_args.image_size", apply_on="instantiate")
 
 
+CLI_OPTIONS = {
+    "model_class": LightningModule,
+    "datamodule_class": LightningDataModule,
+    "subclass_mode_model": True,
+    "subclass_mode_data": True,
+    "auto_configure_optimizers": False,
+    "save_config_kwargs": {"overwrite": True},
+}
+
+
 def export_command(args: list[str]) -> None:
     """``ssl-lightning export``: :func:`~ssl_lightning.evaluation.export_encoder` from the command line."""
     weights = auto_cli(export_encoder, args=args, as_positional=False)
@@ -55,16 +65,14 @@ def run(args: list[str] | None = None) -> SSLLightningCLI | None:
     if command[:1] == [EXPORT]:
         export_command(command[1:])
         return None
-    return SSLLightningCLI(
-        LightningModule,
-        LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        auto_configure_optimizers=False,
-        save_config_kwargs={"overwrite": True},
-        args=args,
-    )
+    return SSLLightningCLI(**CLI_OPTIONS, args=args)
 
+
+def build(args: list[str]) -> SSLLightningCLI:
+    """The model, DataModule and Trainer of a configuration, instantiated but not run
+    (``cli.model``, ``cli.datamodule``, ``cli.trainer``): ``args`` as after a subcommand, e.g.
+    ``["--config", "examples/quickstart.yaml", "--trainer.max_steps=10"]``."""
+    return SSLLightningCLI(**CLI_OPTIONS, args=args, run=False)
 
 if __name__ == "__main__":
     main()

@@ -150,6 +150,7 @@ class IJEPA(SSLMethod):
             lengths change every batch, is marked dynamic, so each network compiles once.
         warmup_steps, lr_reference_batch_size: see :class:`SSLMethod` (the official code sets an
             absolute learning rate: ``None`` reproduces it).
+        channels_last: see :class:`SSLMethod` (only the patch embedding is a convolution here).
     """
 
     def __init__(
@@ -188,6 +189,7 @@ class IJEPA(SSLMethod):
         compile_options: dict | None = None,
         warmup_steps: int | None = None,
         lr_reference_batch_size: int | None = None,
+        channels_last: bool = False,
     ) -> None:
         super().__init__(**base_arguments(locals()))
         self.save_init_arguments()

@@ -1,0 +1,43 @@
+"""The learning-curve plot of ``reproduce.py``: linear-probe test accuracy against pretraining time,
+one line per method, with the raw pixels and each method's random-init encoder as references."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display needed
+import matplotlib.pyplot as plt
+
+
+def plot_curves(scores, path: Path, title: str) -> Path:
+    """Write the PNG to ``path``. ``scores`` are ``reproduce.Score`` rows (any objects with ``method``,
+    ``kind``, ``train_seconds`` and ``linear``)."""
+    figure, axes = plt.subplots(figsize=(8, 5))
+    methods = list(dict.fromkeys(s.method for s in scores if s.kind in ("pretrained", "random init")))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for index, method in enumerate(methods):
+        colour = colours[index % len(colours)]
+        curve = sorted((s for s in scores if s.method == method and s.kind in ("pretrained", "random init")),
+                       key=lambda s: s.train_seconds)  # fmt: skip
+        axes.plot(
+            [s.train_seconds / 60 for s in curve], [100 * s.linear for s in curve], "o-", color=colour, label=method
+        )
+        init = next((s for s in curve if s.kind == "random init"), None)
+        if init is not None:
+            axes.axhline(100 * init.linear, color=colour, linestyle=":", linewidth=1)
+    pixels = next((s for s in scores if s.kind == "pixels"), None)
+    if pixels is not None:
+        axes.axhline(
+            100 * pixels.linear, color="black", linestyle="--", label=f"raw pixels ({100 * pixels.linear:.1f}%)"
+        )
+    axes.set_xlabel("pretraining time (minutes)")
+    axes.set_ylabel("linear probe, test top-1 (%)")
+    axes.set_title(title + "\n(dotted: each method's random-init encoder)", fontsize=10)
+    axes.grid(alpha=0.3)
+    axes.legend(loc="lower right", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path

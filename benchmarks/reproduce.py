@@ -1,0 +1,346 @@
+"""Proof of learning: every method's frozen features against raw pixels, the random-init encoder and a
+supervised encoder, on real data, with learning curves.
+
+For each method, the small-data recipe ``examples/<method>_fashion_mnist.yaml`` is pretrained (its own
+step count, or ``--steps``/``--epochs``; at most ``--minutes`` of training), with a checkpoint at step
+0 (the random-init encoder) and ``--checkpoints`` more along the way. Every checkpoint is then scored
+on its frozen encoder: linear probe (logistic regression fit to convergence by L-BFGS on standardised
+features of all training images, scikit-learn's default L2), weighted kNN (k = 20 and 200) and RankMe,
+on the test images. In the same table: the raw pixels, and the same encoder (same initial weights)
+trained with labels for the same number of steps. Results go to ``<out>/<dataset>/results.json``
+(kept between runs: a method already there is not trained again unless ``--fresh``), a section of
+``benchmarks/RESULTS.md`` and a plot ``benchmarks/reproduce_<dataset>.png``.
+
+    python benchmarks/reproduce.py                                   # every method, CPU budget
+    python benchmarks/reproduce.py --methods vicreg --minutes 10     # one method, shorter
+    python benchmarks/reproduce.py --dataset mnist
+    python benchmarks/reproduce.py --device cuda --epochs 100        # GPU budget (data in --data-dir)
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from curves import plot_curves
+from lightning.pytorch import Callback, LightningModule, Trainer, seed_everything
+from report import header_lines, markdown_table, publish
+
+from ssl_lightning.callbacks.rankme import rankme
+from ssl_lightning.cli import build
+from ssl_lightning.data import LinearEvalViews
+from ssl_lightning.evaluation.frozen_probes import encode, knn_accuracies, linear_probe_accuracy
+from ssl_lightning.evaluation.pretrained import METHODS as ENCODERS
+from ssl_lightning.evaluation.supervised import SupervisedBaseline
+
+ROOT = Path(__file__).resolve().parent.parent
+METHODS = ("vicreg", "barlow_twins", "blockwise", "ijepa", "flexpredict")
+DATASETS = {"fashion_mnist": "ssl_lightning.data.FashionMNIST", "mnist": "ssl_lightning.data.MNIST"}
+KNN_K = (20, 200)
+
+
+@dataclass
+class Score:
+    """One row of the results: an encoder's frozen-feature scores on the test images."""
+
+    method: str
+    kind: str  # "pretrained", "random init", "supervised" or "pixels"
+    step: int
+    train_seconds: float
+    linear: float
+    knn20: float
+    knn200: float
+    rankme: float
+    dim: int
+    architecture: str = ""  # hash of the encoder's weight names and shapes: supervised runs are shared by equal ones
+
+
+class CheckpointEvery(Callback):
+    """Saves the weights and the training time so far at step 0 (before any update: the random-init
+    encoder), every ``every_n_steps`` optimizer steps and at the end, as ``step=<N>.pt`` files."""
+
+    def __init__(self, directory: Path, every_n_steps: int) -> None:
+        self.directory, self.every_n_steps = directory, max(1, every_n_steps)
+        self.start = 0.0
+
+    def save(self, trainer: Trainer, module: LightningModule) -> None:
+        path = self.directory / f"step={trainer.global_step}.pt"
+        if not path.exists():
+            seconds = time.perf_counter() - self.start
+            torch.save({"state_dict": module.state_dict(), "step": trainer.global_step, "seconds": seconds}, path)
+
+    def on_train_start(self, trainer: Trainer, module: LightningModule) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.start = time.perf_counter()
+        self.save(trainer, module)
+
+    def on_train_batch_end(self, trainer: Trainer, module: LightningModule, *args) -> None:
+        if trainer.global_step % self.every_n_steps == 0:
+            self.save(trainer, module)
+
+    def on_train_end(self, trainer: Trainer, module: LightningModule) -> None:
+        self.save(trainer, module)
+
+
+def max_time(minutes: float) -> str:
+    """Lightning's ``DD:HH:MM:SS`` for a number of minutes."""
+    seconds = round(60 * minutes)
+    return f"{seconds // 86400:02d}:{seconds // 3600 % 24:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def recipe_args(args: argparse.Namespace, method: str, log_dir: Path) -> list[str]:
+    """The recipe's configuration with the benchmark's budget, data and logging on top. The recipes are
+    written for Fashion-MNIST and serve every 28 px grayscale dataset (the DataModule is swapped)."""
+    recipe = ROOT / "examples" / f"{method}_fashion_mnist.yaml"
+    overrides = [
+        "--config", str(recipe),
+        f"--data.class_path={DATASETS[args.dataset]}",
+        f"--data.init_args.data_dir={args.data_dir}",
+        f"--trainer.accelerator={args.device}",
+        f"--trainer.max_time={max_time(args.minutes)}",
+        "--trainer.limit_val_batches=0",
+        "--trainer.num_sanity_val_steps=0",
+        "--trainer.enable_progress_bar=false",
+        f"--trainer.logger.init_args.save_dir={log_dir}",
+        f"--trainer.logger.init_args.name={method}",
+        f"--seed_everything={args.seed}",
+    ]  # fmt: skip
+    if args.steps:
+        overrides.append(f"--trainer.max_steps={args.steps}")
+    return overrides
+
+
+def encoder_of(module: LightningModule, trainable: bool = False) -> torch.nn.Module:
+    """The module that maps images to the method's representation: the one its checkpoints are
+    evaluated and exported with (JEPA: the target encoder; blockwise: the last block), or with
+    ``trainable`` the first of the method's encoders whose weights train (JEPA: the context encoder)."""
+    entry = ENCODERS[type(module).__name__]
+    for name in entry.encoders:
+        encoder = entry.features(module, name, None, None)
+        if not trainable or any(p.requires_grad for p in encoder.parameters()):
+            return encoder
+    raise ValueError(f"{type(module).__name__} has no trainable encoder")
+
+
+def score_encoder(encoder, datamodule, device, method: str, kind: str, step: int, seconds: float) -> Score:
+    """Linear probe, kNN and RankMe of ``encoder`` (``None``: the pixels) on the frozen features."""
+    train_x, train_y = encode(encoder, datamodule.train_eval_dataloader(), device)
+    test_x, test_y = encode(encoder, datamodule.val_dataloader(), device)
+    classes = datamodule.num_classes
+    knn = knn_accuracies(train_x, train_y, test_x, test_y, classes, ks=KNN_K)
+    return Score(
+        method,
+        kind,
+        step,
+        seconds,
+        linear=linear_probe_accuracy(train_x, train_y, test_x, test_y, classes),
+        knn20=knn[KNN_K[0]],
+        knn200=knn[KNN_K[1]],
+        rankme=float(rankme(test_x)),
+        dim=test_x.shape[1],
+    )
+
+
+def pretrain(args, method: str, out: Path) -> tuple[list[Score], int]:
+    """Pretrain one recipe, then score every checkpoint; returns the scores and the steps trained."""
+    cli = build(recipe_args(args, method, out / "logs"))
+    module, datamodule, trainer = cli.model, cli.datamodule, cli.trainer
+    total = trainer.max_steps if trainer.max_steps > 0 else None
+    every = (total or 1000) // args.checkpoints
+    checkpoints = CheckpointEvery(out / "checkpoints" / method, every)
+    trainer.callbacks.append(checkpoints)
+    trainer.fit(module, datamodule)
+    scores = []
+    for path in sorted(checkpoints.directory.glob("step=*.pt"), key=lambda p: int(p.stem.split("=")[1])):
+        saved = torch.load(path, weights_only=True)
+        module.load_state_dict(saved["state_dict"])
+        kind = "random init" if saved["step"] == 0 else "pretrained"
+        scores.append(
+            score_encoder(encoder_of(module), datamodule, module.device, method, kind, saved["step"], saved["seconds"])
+        )
+        print(json.dumps(asdict(scores[-1])), flush=True)
+    return scores, trainer.global_step
+
+
+def architecture(encoder: torch.nn.Module) -> str:
+    """A short hash of the encoder's weight names and shapes."""
+    layout = [(name, tuple(tensor.shape)) for name, tensor in encoder.state_dict().items()]
+    return hashlib.sha1(repr(layout).encode()).hexdigest()[:12]
+
+
+def supervised(args, method: str, steps: int, out: Path, done: list[Score]) -> Score:
+    """The recipe's encoder, from the same initial weights, trained with labels for ``steps`` steps
+    (AdamW lr 1e-3, weight decay 0.05, 5% warmup then cosine; crop + flip augmentation). A supervised
+    run of an encoder of the same architecture for the same steps in ``done`` is reused (the methods
+    are seeded alike, so the initial weights are the same too)."""
+    cli = build(recipe_args(args, method, out / "logs"))
+    module, datamodule = cli.model, cli.datamodule
+    datamodule.views = LinearEvalViews()
+    encoder = encoder_of(module, trainable=True)
+    key = architecture(encoder)
+    for score in done:
+        if score.kind == "supervised" and score.architecture == key and score.step == steps:
+            return dataclasses.replace(score, method=method)
+    datamodule.setup("fit")
+    images, _ = next(iter(datamodule.val_dataloader()))
+    feature_dim = encoder(images[:2]).shape[1]
+    baseline = SupervisedBaseline(
+        encoder,
+        feature_dim,
+        datamodule.num_classes,
+        optimizer=functools.partial(torch.optim.AdamW, lr=1e-3, weight_decay=0.05),
+        warmup_steps=max(1, steps // 20),
+    )
+    trainer = Trainer(
+        accelerator=args.device,
+        max_steps=steps,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    start = time.perf_counter()
+    trainer.fit(baseline, datamodule)
+    score = score_encoder(
+        encoder, datamodule, baseline.device, method, "supervised", steps, time.perf_counter() - start
+    )
+    score.architecture = key
+    print(json.dumps(asdict(score)), flush=True)
+    return score
+
+
+def pixels(args) -> Score:
+    """The raw pixels (after the DataModule's validation normalisation) as features."""
+    datamodule = build(recipe_args(args, METHODS[0], Path("/tmp"))).datamodule
+    datamodule.setup("fit")
+    return score_encoder(None, datamodule, "cpu", "pixels", "pixels", 0, 0.0)
+
+
+def load_results(path: Path) -> list[Score]:
+    return [Score(**row) for row in json.loads(path.read_text())] if path.exists() else []
+
+
+def summary_rows(scores: list[Score]) -> list[list[str]]:
+    """One row per method: its last checkpoint, its random init and its supervised twin."""
+
+    def percent(value: float) -> str:
+        return f"{100 * value:.2f}"
+
+    rows = []
+    for score in scores:
+        if score.kind == "pretrained" and score.step == max(s.step for s in scores if s.method == score.method):
+            init = next(s for s in scores if s.method == score.method and s.kind == "random init")
+            sup = next((s for s in scores if s.method == score.method and s.kind == "supervised"), None)
+            curve_ranks = [s.rankme for s in scores if s.method == score.method and s.kind == "pretrained"]
+            rows.append([
+                score.method, str(score.step), f"{score.train_seconds / 60:.1f}", percent(score.linear),
+                percent(score.knn20), percent(score.knn200), f"{min(curve_ranks):.1f} / {score.dim}",
+                percent(init.linear), percent(init.knn20), percent(sup.linear) if sup else "—",
+            ])  # fmt: skip
+        elif score.kind == "pixels":
+            rows.append([
+                "raw pixels", "—", "—", percent(score.linear), percent(score.knn20), percent(score.knn200),
+                f"{score.rankme:.1f} / {score.dim}", "—", "—", "—",
+            ])  # fmt: skip
+    return rows
+
+
+def curve_rows(scores: list[Score]) -> list[list[str]]:
+    return [
+        [s.method, str(s.step), f"{s.train_seconds / 60:.1f}", f"{100 * s.linear:.2f}", f"{100 * s.knn20:.2f}", f"{s.rankme:.1f}"]
+        for s in scores
+        if s.kind in ("pretrained", "random init")
+    ]  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--dataset", default="fashion_mnist", choices=list(DATASETS))
+    parser.add_argument("--minutes", type=float, default=30.0, help="training-time cap per method")
+    parser.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the recipe's)")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs instead of steps (e.g. 100 on a GPU)")
+    parser.add_argument("--checkpoints", type=int, default=4, help="checkpoints after step 0")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, or any Lightning accelerator")
+    parser.add_argument("--data-dir", default="data")
+    parser.add_argument("--out", default="logs/reproduce")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-supervised", action="store_true", help="skip the supervised baselines")
+    parser.add_argument("--fresh", action="store_true", help="retrain methods already in results.json")
+    parser.add_argument("--no-publish", action="store_true", help="print the table, plot into --out, leave RESULTS.md")
+    args = parser.parse_args()
+    if args.epochs:
+        args.steps = args.epochs * steps_per_epoch(args)
+
+    out = ROOT / args.out / args.dataset
+    out.mkdir(parents=True, exist_ok=True)
+    results_path = out / "results.json"
+    scores = [s for s in load_results(results_path) if not (args.fresh and s.method in args.methods)]
+
+    def save() -> None:
+        results_path.write_text(json.dumps([asdict(s) for s in scores], indent=1))
+
+    if not any(s.kind == "pixels" for s in scores):
+        scores.append(pixels(args))
+        save()
+    for method in args.methods:
+        if any(s.method == method for s in scores):
+            continue
+        seed_everything(args.seed)
+        method_scores, steps = pretrain(args, method, out)
+        scores += method_scores
+        save()
+        if not args.no_supervised:
+            seed_everything(args.seed)
+            scores.append(supervised(args, method, steps, out, scores))
+            save()
+    report(args, scores)
+
+
+def steps_per_epoch(args) -> int:
+    datamodule = build(recipe_args(args, METHODS[0], Path("/tmp"))).datamodule
+    datamodule.setup("fit")
+    return len(datamodule.train_dataset) // datamodule.batch_size
+
+
+def report(args, scores: list[Score]) -> None:
+    dataset = args.dataset
+    folder = ROOT / args.out if args.no_publish else Path(__file__).parent
+    plot = folder / f"reproduce_{dataset}.png"
+    plot_curves(scores, plot, title=f"{dataset}: linear probe on frozen features vs pretraining time")
+    device = torch.device("cuda" if args.device == "cuda" else "cpu")
+    lines = header_lines(
+        f"Proof of learning on {dataset} (benchmarks/reproduce.py)",
+        device,
+        f"command: `python benchmarks/reproduce.py --dataset {dataset}` (recipes examples/<method>_fashion_mnist.yaml, "
+        f"at most {args.minutes:g} min of training each, seed {args.seed})",
+        "linear: logistic regression (L-BFGS to convergence, L2 = 1/N, i.e. scikit-learn's C=1) on standardised "
+        "frozen features of all training images, no augmentation; kNN: cosine, temperature 0.07; "
+        "all scored on the test images; RankMe on the test features (lowest over the checkpoints / feature dim)",
+        "random init: the same encoder at step 0; supervised: the same encoder from the same initial weights "
+        "trained with labels for the same steps, then probed the same way",
+        f"plot: [reproduce_{dataset}.png](reproduce_{dataset}.png)",
+    )
+    columns = [
+        "method", "steps", "train min", "linear %", "kNN-20 %", "kNN-200 %", "RankMe (min) / dim",
+        "random init linear %", "random init kNN-20 %", "supervised linear %",
+    ]  # fmt: skip
+    curve = ["method", "step", "train min", "linear %", "kNN-20 %", "RankMe"]
+    section = lines + markdown_table(columns, summary_rows(scores))
+    section += ["", "Every checkpoint:", "", *markdown_table(curve, curve_rows(scores))]
+    if args.no_publish:
+        print("\n".join(section))
+    else:
+        publish(section)
+
+
+if __name__ == "__main__":
+    main()
