@@ -27,6 +27,9 @@ def plot_curves(scores, path: Path, title: str) -> Path:
         init = next((s for s in curve if s.kind == "random init"), None)
         if init is not None:
             axes.axhline(100 * init.linear, color=colour, linestyle=":", linewidth=1)
+        supervised = next((s for s in scores if s.method == method and s.kind == "supervised"), None)
+        if supervised is not None:
+            axes.axhline(100 * supervised.linear, color=colour, linestyle="-.", linewidth=1)
     pixels = next((s for s in scores if s.kind == "pixels"), None)
     if pixels is not None:
         axes.axhline(
@@ -34,7 +37,9 @@ def plot_curves(scores, path: Path, title: str) -> Path:
         )
     axes.set_xlabel("pretraining time (minutes)")
     axes.set_ylabel("linear probe, test top-1 (%)")
-    axes.set_title(title + "\n(dotted: each method's random-init encoder)", fontsize=10)
+    axes.set_title(
+        title + "\n(dotted: each method's random-init encoder; dash-dot: supervised, same steps)", fontsize=10
+    )
     axes.grid(alpha=0.3)
     axes.legend(loc="lower right", fontsize=8)
     figure.tight_layout()

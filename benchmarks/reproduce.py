@@ -37,7 +37,7 @@ from ssl_lightning.callbacks.rankme import rankme
 from ssl_lightning.cli import build
 from ssl_lightning.data import LinearEvalViews
 from ssl_lightning.evaluation.frozen_probes import encode, knn_accuracies, linear_probe_accuracy
-from ssl_lightning.evaluation.pretrained import METHODS as ENCODERS
+from ssl_lightning.evaluation.pretrained import representation
 from ssl_lightning.evaluation.supervised import SupervisedBaseline
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -112,21 +112,11 @@ def recipe_args(args: argparse.Namespace, method: str, log_dir: Path) -> list[st
         f"--trainer.logger.init_args.name={method}",
         f"--seed_everything={args.seed}",
     ]  # fmt: skip
-    if args.steps:
+    if args.epochs:
+        overrides += ["--trainer.max_steps=-1", f"--trainer.max_epochs={args.epochs}"]
+    elif args.steps:
         overrides.append(f"--trainer.max_steps={args.steps}")
     return overrides
-
-
-def encoder_of(module: LightningModule, trainable: bool = False) -> torch.nn.Module:
-    """The module that maps images to the method's representation: the one its checkpoints are
-    evaluated and exported with (JEPA: the target encoder; blockwise: the last block), or with
-    ``trainable`` the first of the method's encoders whose weights train (JEPA: the context encoder)."""
-    entry = ENCODERS[type(module).__name__]
-    for name in entry.encoders:
-        encoder = entry.features(module, name, None, None)
-        if not trainable or any(p.requires_grad for p in encoder.parameters()):
-            return encoder
-    raise ValueError(f"{type(module).__name__} has no trainable encoder")
 
 
 def score_encoder(encoder, datamodule, device, method: str, kind: str, step: int, seconds: float) -> Score:
@@ -152,8 +142,11 @@ def pretrain(args, method: str, out: Path) -> tuple[list[Score], int]:
     """Pretrain one recipe, then score every checkpoint; returns the scores and the steps trained."""
     cli = build(recipe_args(args, method, out / "logs"))
     module, datamodule, trainer = cli.model, cli.datamodule, cli.trainer
-    total = trainer.max_steps if trainer.max_steps > 0 else None
-    every = (total or 1000) // args.checkpoints
+    total = trainer.max_steps
+    if total < 0:  # an epoch budget
+        datamodule.setup("fit")
+        total = trainer.max_epochs * (len(datamodule.train_dataset) // datamodule.batch_size)
+    every = total // args.checkpoints
     checkpoints = CheckpointEvery(out / "checkpoints" / method, every)
     trainer.callbacks.append(checkpoints)
     trainer.fit(module, datamodule)
@@ -163,7 +156,9 @@ def pretrain(args, method: str, out: Path) -> tuple[list[Score], int]:
         module.load_state_dict(saved["state_dict"])
         kind = "random init" if saved["step"] == 0 else "pretrained"
         scores.append(
-            score_encoder(encoder_of(module), datamodule, module.device, method, kind, saved["step"], saved["seconds"])
+            score_encoder(
+                representation(module), datamodule, module.device, method, kind, saved["step"], saved["seconds"]
+            )
         )
         print(json.dumps(asdict(scores[-1])), flush=True)
     return scores, trainer.global_step
@@ -183,7 +178,7 @@ def supervised(args, method: str, steps: int, out: Path, done: list[Score]) -> S
     cli = build(recipe_args(args, method, out / "logs"))
     module, datamodule = cli.model, cli.datamodule
     datamodule.views = LinearEvalViews()
-    encoder = encoder_of(module, trainable=True)
+    encoder = representation(module, trainable=True)
     key = architecture(encoder)
     for score in done:
         if score.kind == "supervised" and score.architecture == key and score.step == steps:
@@ -268,6 +263,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=30.0, help="training-time cap per method")
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the recipe's)")
     parser.add_argument("--epochs", type=int, default=None, help="epochs instead of steps (e.g. 100 on a GPU)")
+    parser.add_argument("--report-only", action="store_true", help="rebuild the table and plot from results.json")
     parser.add_argument("--checkpoints", type=int, default=4, help="checkpoints after step 0")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, or any Lightning accelerator")
     parser.add_argument("--data-dir", default="data")
@@ -277,9 +273,6 @@ def main() -> None:
     parser.add_argument("--fresh", action="store_true", help="retrain methods already in results.json")
     parser.add_argument("--no-publish", action="store_true", help="print the table, plot into --out, leave RESULTS.md")
     args = parser.parse_args()
-    if args.epochs:
-        args.steps = args.epochs * steps_per_epoch(args)
-
     out = ROOT / args.out / args.dataset
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / "results.json"
@@ -288,6 +281,9 @@ def main() -> None:
     def save() -> None:
         results_path.write_text(json.dumps([asdict(s) for s in scores], indent=1))
 
+    if args.report_only:
+        report(args, scores)
+        return
     if not any(s.kind == "pixels" for s in scores):
         scores.append(pixels(args))
         save()
@@ -303,12 +299,6 @@ def main() -> None:
             scores.append(supervised(args, method, steps, out, scores))
             save()
     report(args, scores)
-
-
-def steps_per_epoch(args) -> int:
-    datamodule = build(recipe_args(args, METHODS[0], Path("/tmp"))).datamodule
-    datamodule.setup("fit")
-    return len(datamodule.train_dataset) // datamodule.batch_size
 
 
 def report(args, scores: list[Score]) -> None:

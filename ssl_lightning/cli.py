@@ -74,5 +74,6 @@ def build(args: list[str]) -> SSLLightningCLI:
     ``["--config", "examples/quickstart.yaml", "--trainer.max_steps=10"]``."""
     return SSLLightningCLI(**CLI_OPTIONS, args=args, run=False)
 
+
 if __name__ == "__main__":
     main()

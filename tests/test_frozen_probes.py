@@ -15,13 +15,14 @@ from sklearn.linear_model import LogisticRegression
 from torch.utils.data import DataLoader, TensorDataset
 
 from ssl_lightning.evaluation.frozen_probes import encode, knn_accuracies, linear_probe_accuracy, standardise
+from ssl_lightning.evaluation.pretrained import representation
 from ssl_lightning.evaluation.supervised import SupervisedBaseline
 from tests.synthetic import NoisyClassDataModule
 from tests.tiny_methods import METHOD_NAMES, quiet_trainer, tiny, tiny_batch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 from curves import plot_curves
-from reproduce import CheckpointEvery, Score, encoder_of, summary_rows
+from reproduce import CheckpointEvery, Score, summary_rows
 
 
 def blobs(n: int, dim: int, classes: int, seed: int, spread: float = 2.0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,16 +110,16 @@ def test_supervised_baseline_ignores_unlabelled_images():
 
 
 @pytest.mark.parametrize("name", METHOD_NAMES)
-def test_encoder_of_gives_the_representation_and_a_trainable_twin(name):
+def test_representation_gives_the_representation_and_a_trainable_twin(name):
     method = tiny(name)
     views, _ = tiny_batch(name)
     images = views[0]
     method.eval()
-    features = encoder_of(method)(images)
+    features = representation(method)(images)
     expected = method(images)
     expected = expected[max(expected)] if isinstance(expected, dict) else expected  # blockwise: last block
     assert features.ndim == 2 and torch.allclose(features, expected, atol=1e-6)
-    trainable = encoder_of(method, trainable=True)
+    trainable = representation(method, trainable=True)
     assert any(p.requires_grad for p in trainable.parameters())
     assert trainable(images).shape == features.shape
 
@@ -164,3 +165,27 @@ def test_recipe_arguments_carry_the_budget():
     joined = " ".join(recipe_args(args, "vicreg", Path("out")))
     assert "vicreg_fashion_mnist.yaml" in joined and "ssl_lightning.data.MNIST" in joined
     assert "--trainer.max_time=00:00:02:30" in joined and "--trainer.max_steps=40" in joined
+
+
+def test_pixel_baseline_report_compares_features_and_pixels_with_the_same_probe(caplog):
+    import logging
+
+    from ssl_lightning.callbacks import PixelBaselineReport
+
+    method = tiny("VICReg")
+    data = NoisyClassDataModule(num_views=2, image_size=16, train_size=64, batch_size=8)
+    report = PixelBaselineReport(train_images=48, tolerance=1e-7)
+    with caplog.at_level(logging.INFO):
+        quiet_trainer([report], max_steps=2).fit(method, data)
+    line = next(r.getMessage() for r in caplog.records if "raw pixels" in r.getMessage())
+    # Independent pixel reference: scikit-learn on the same 48 images (the report's seeded draw).
+    dataset = data.train_dataloader().dataset
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:48]
+    train_x = torch.stack([dataset[int(i)][0][0].flatten() for i in order])
+    train_y = torch.tensor([dataset[int(i)][1] for i in order])
+    val_x, val_y = next(iter(DataLoader(data.val_dataloader().dataset, batch_size=1000)))
+    val_x = val_x.flatten(1)
+    mean, std = train_x.mean(0), train_x.std(0) + 1e-6
+    sklearn = LogisticRegression(C=1.0, tol=1e-10, max_iter=10_000).fit(((train_x - mean) / std).numpy(), train_y)
+    expected = (sklearn.predict(((val_x - mean) / std).numpy()) == val_y.numpy()).mean()
+    assert f"vs {100 * expected:.1f}% on the raw pixels" in line and "48 training images" in line

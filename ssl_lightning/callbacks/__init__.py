@@ -3,6 +3,7 @@
 from ssl_lightning.callbacks.knn import OnlineKNN, knn_votes
 from ssl_lightning.callbacks.linear_probe import OnlineLinearProbe
 from ssl_lightning.callbacks.mask_images import MaskVisualization, mask_overlay
+from ssl_lightning.callbacks.pixel_baseline import PixelBaselineReport
 from ssl_lightning.callbacks.rankme import CollapseWarning, RankMe, rankme
 
 __all__ = [
@@ -10,6 +11,7 @@ __all__ = [
     "MaskVisualization",
     "OnlineKNN",
     "OnlineLinearProbe",
+    "PixelBaselineReport",
     "RankMe",
     "knn_votes",
     "mask_overlay",

@@ -80,6 +80,20 @@ METHODS: dict[str, MethodEncoders] = {
 """Method class name (in :mod:`ssl_lightning.methods`) → how to take its encoders out."""
 
 
+def representation(method: SSLMethod, trainable: bool = False) -> nn.Module:
+    """The module mapping images to ``method``'s representation, the one its checkpoints are evaluated
+    and exported with (JEPA: the target encoder, average-pooled; blockwise: block 4), or with
+    ``trainable`` the first of its encoders whose weights train (JEPA: the context encoder)."""
+    spec = METHODS.get(type(method).__name__)
+    if spec is None:
+        raise ValueError(f"{type(method).__name__} is not one of the methods with encoders: {', '.join(METHODS)}.")
+    for name in spec.encoders:
+        encoder = spec.features(method, name, None, None)
+        if not trainable or any(p.requires_grad for p in encoder.parameters()):
+            return encoder
+    raise ValueError(f"{type(method).__name__} has no encoder with trainable weights.")
+
+
 @dataclass
 class Pretrained:
     """A pretraining checkpoint's method, rebuilt with its weights (on the CPU, in eval mode).
