@@ -14,7 +14,13 @@ trained with labels for the same number of steps. Results go to ``<out>/<dataset
     python benchmarks/reproduce.py                                   # every method, CPU budget
     python benchmarks/reproduce.py --methods vicreg --minutes 10     # one method, shorter
     python benchmarks/reproduce.py --dataset mnist
-    python benchmarks/reproduce.py --device cuda --epochs 100        # GPU budget (data in --data-dir)
+    python benchmarks/reproduce.py --device cuda --epochs 100 --minutes 600   # GPU budget
+    python benchmarks/reproduce.py --methods ijepa --model.init_args.full_context=false   # an ablation
+
+Further arguments override the recipe (LightningCLI syntax); such a run is recorded under the method's
+name with the overrides in brackets, next to the recipe's own. On a GPU machine without internet,
+carry the data with the repository: copy the four IDX files into ``data/FashionMNIST/raw/`` (or pass
+``--data-dir``).
 """
 
 from __future__ import annotations
@@ -109,14 +115,26 @@ def recipe_args(args: argparse.Namespace, method: str, log_dir: Path) -> list[st
         "--trainer.num_sanity_val_steps=0",
         "--trainer.enable_progress_bar=false",
         f"--trainer.logger.init_args.save_dir={log_dir}",
-        f"--trainer.logger.init_args.name={method}",
+        f"--trainer.logger.init_args.name={run_folder(run_label(method, getattr(args, 'overrides', [])))}",
         f"--seed_everything={args.seed}",
     ]  # fmt: skip
     if args.epochs:
         overrides += ["--trainer.max_steps=-1", f"--trainer.max_epochs={args.epochs}"]
     elif args.steps:
         overrides.append(f"--trainer.max_steps={args.steps}")
-    return overrides
+    return overrides + list(getattr(args, "overrides", []))
+
+
+def run_label(method: str, overrides: list[str]) -> str:
+    """How a run is named in the results: the method, plus the recipe overrides of an ablation."""
+    if not overrides:
+        return method
+    return f"{method} [{', '.join(o.removeprefix('--').removeprefix('model.init_args.') for o in overrides)}]"
+
+
+def run_folder(label: str) -> str:
+    """A file-system-safe name for a run's checkpoints and logs."""
+    return label if label.isidentifier() else f"{label.split()[0]}-{hashlib.sha1(label.encode()).hexdigest()[:8]}"
 
 
 def score_encoder(encoder, datamodule, device, method: str, kind: str, step: int, seconds: float) -> Score:
@@ -139,7 +157,9 @@ def score_encoder(encoder, datamodule, device, method: str, kind: str, step: int
 
 
 def pretrain(args, method: str, out: Path) -> tuple[list[Score], int]:
-    """Pretrain one recipe, then score every checkpoint; returns the scores and the steps trained."""
+    """Pretrain one recipe (with ``args.overrides``), then score every checkpoint; returns the scores
+    (named by :func:`run_label`) and the steps trained."""
+    label = run_label(method, args.overrides)
     cli = build(recipe_args(args, method, out / "logs"))
     module, datamodule, trainer = cli.model, cli.datamodule, cli.trainer
     total = trainer.max_steps
@@ -147,7 +167,7 @@ def pretrain(args, method: str, out: Path) -> tuple[list[Score], int]:
         datamodule.setup("fit")
         total = trainer.max_epochs * (len(datamodule.train_dataset) // datamodule.batch_size)
     every = total // args.checkpoints
-    checkpoints = CheckpointEvery(out / "checkpoints" / method, every)
+    checkpoints = CheckpointEvery(out / "checkpoints" / run_folder(label), every)
     trainer.callbacks.append(checkpoints)
     trainer.fit(module, datamodule)
     scores = []
@@ -157,7 +177,7 @@ def pretrain(args, method: str, out: Path) -> tuple[list[Score], int]:
         kind = "random init" if saved["step"] == 0 else "pretrained"
         scores.append(
             score_encoder(
-                representation(module), datamodule, module.device, method, kind, saved["step"], saved["seconds"]
+                representation(module), datamodule, module.device, label, kind, saved["step"], saved["seconds"]
             )
         )
         print(json.dumps(asdict(scores[-1])), flush=True)
@@ -175,6 +195,7 @@ def supervised(args, method: str, steps: int, out: Path, done: list[Score]) -> S
     (AdamW lr 1e-3, weight decay 0.05, 5% warmup then cosine; crop + flip augmentation). A supervised
     run of an encoder of the same architecture for the same steps in ``done`` is reused (the methods
     are seeded alike, so the initial weights are the same too)."""
+    label = run_label(method, args.overrides)
     cli = build(recipe_args(args, method, out / "logs"))
     module, datamodule = cli.model, cli.datamodule
     datamodule.views = LinearEvalViews()
@@ -182,7 +203,7 @@ def supervised(args, method: str, steps: int, out: Path, done: list[Score]) -> S
     key = architecture(encoder)
     for score in done:
         if score.kind == "supervised" and score.architecture == key and score.step == steps:
-            return dataclasses.replace(score, method=method)
+            return dataclasses.replace(score, method=label)
     datamodule.setup("fit")
     images, _ = next(iter(datamodule.val_dataloader()))
     feature_dim = encoder(images[:2]).shape[1]
@@ -204,9 +225,7 @@ def supervised(args, method: str, steps: int, out: Path, done: list[Score]) -> S
     )
     start = time.perf_counter()
     trainer.fit(baseline, datamodule)
-    score = score_encoder(
-        encoder, datamodule, baseline.device, method, "supervised", steps, time.perf_counter() - start
-    )
+    score = score_encoder(encoder, datamodule, baseline.device, label, "supervised", steps, time.perf_counter() - start)
     score.architecture = key
     print(json.dumps(asdict(score)), flush=True)
     return score
@@ -272,11 +291,16 @@ def main() -> None:
     parser.add_argument("--no-supervised", action="store_true", help="skip the supervised baselines")
     parser.add_argument("--fresh", action="store_true", help="retrain methods already in results.json")
     parser.add_argument("--no-publish", action="store_true", help="print the table, plot into --out, leave RESULTS.md")
-    args = parser.parse_args()
+    args, args.overrides = parser.parse_known_args()
+    if any(not o.startswith("--") for o in args.overrides):
+        parser.error(
+            f"unrecognised arguments: {' '.join(args.overrides)} (recipe overrides look like --model.init_args.X=V)"
+        )
     out = ROOT / args.out / args.dataset
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / "results.json"
-    scores = [s for s in load_results(results_path) if not (args.fresh and s.method in args.methods)]
+    fresh = {run_label(method, args.overrides) for method in args.methods} if args.fresh else set()
+    scores = [s for s in load_results(results_path) if s.method not in fresh]
 
     def save() -> None:
         results_path.write_text(json.dumps([asdict(s) for s in scores], indent=1))
@@ -288,7 +312,7 @@ def main() -> None:
         scores.append(pixels(args))
         save()
     for method in args.methods:
-        if any(s.method == method for s in scores):
+        if any(s.method == run_label(method, args.overrides) for s in scores):
             continue
         seed_everything(args.seed)
         method_scores, steps = pretrain(args, method, out)

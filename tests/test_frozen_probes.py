@@ -159,12 +159,19 @@ def test_plot_and_summary(tmp_path):
 
 
 def test_recipe_arguments_carry_the_budget():
-    from reproduce import recipe_args
+    from reproduce import recipe_args, run_folder, run_label
 
-    args = SimpleNamespace(dataset="mnist", data_dir="d", device="cpu", minutes=2.5, seed=3, steps=40)
-    joined = " ".join(recipe_args(args, "vicreg", Path("out")))
-    assert "vicreg_fashion_mnist.yaml" in joined and "ssl_lightning.data.MNIST" in joined
+    args = SimpleNamespace(dataset="mnist", data_dir="d", device="cpu", minutes=2.5, seed=3, steps=40, epochs=None)
+    args.overrides = ["--model.init_args.full_context=false"]
+    built = recipe_args(args, "ijepa", Path("out"))
+    joined = " ".join(built)
+    assert "ijepa_fashion_mnist.yaml" in joined and "ssl_lightning.data.MNIST" in joined
     assert "--trainer.max_time=00:00:02:30" in joined and "--trainer.max_steps=40" in joined
+    assert built[-1] == "--model.init_args.full_context=false"  # the ablation's overrides come last
+    assert run_label("ijepa", args.overrides) == "ijepa [full_context=false]"
+    assert run_folder("ijepa [full_context=false]").startswith("ijepa-") and run_folder("ijepa") == "ijepa"
+    args.epochs = 100
+    assert recipe_args(args, "ijepa", Path("out"))[-3:-1] == ["--trainer.max_steps=-1", "--trainer.max_epochs=100"]
 
 
 def test_pixel_baseline_report_compares_features_and_pixels_with_the_same_probe(caplog):
@@ -189,3 +196,24 @@ def test_pixel_baseline_report_compares_features_and_pixels_with_the_same_probe(
     sklearn = LogisticRegression(C=1.0, tol=1e-10, max_iter=10_000).fit(((train_x - mean) / std).numpy(), train_y)
     expected = (sklearn.predict(((val_x - mean) / std).numpy()) == val_y.numpy()).mean()
     assert f"vs {100 * expected:.1f}% on the raw pixels" in line and "48 training images" in line
+
+
+def test_recipe_probe_reports_at_step_zero_and_every_n_steps(tmp_path, capsys, monkeypatch):
+    from recipe_probe import main as recipe_probe
+
+    from tests.fake_data import write_fake_fashion_mnist
+
+    write_fake_fashion_mnist(tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    argv = [
+        "recipe_probe.py", str(Path(__file__).resolve().parent.parent / "examples" / "vicreg_fashion_mnist.yaml"),
+        "--steps", "4", "--every", "2", "--probe-train", "64",
+        f"--data.init_args.data_dir={tmp_path / 'data'}", "--data.init_args.batch_size=16",
+        "--data.init_args.num_workers=0", "--model.init_args.projector_dims=[32, 32]",
+    ]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", argv)
+    recipe_probe()
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step")]
+    assert [int(line.split()[1]) for line in lines] == [0, 2, 4]
+    assert all("RankMe" in line and "/128" in line for line in lines)
+    assert not (tmp_path / "config.yaml").exists()  # nothing written into the working directory
