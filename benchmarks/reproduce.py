@@ -47,7 +47,7 @@ from ssl_lightning.evaluation.pretrained import representation
 from ssl_lightning.evaluation.supervised import SupervisedBaseline
 
 ROOT = Path(__file__).resolve().parent.parent
-METHODS = ("vicreg", "barlow_twins", "blockwise", "ijepa", "flexpredict")
+METHODS = ("vicreg", "barlow", "blockwise", "ijepa", "flexpredict")  # examples/<name>_fashion_mnist.yaml
 DATASETS = {"fashion_mnist": "ssl_lightning.data.FashionMNIST", "mnist": "ssl_lightning.data.MNIST"}
 KNN_K = (20, 200)
 

@@ -217,3 +217,11 @@ def test_recipe_probe_reports_at_step_zero_and_every_n_steps(tmp_path, capsys, m
     assert [int(line.split()[1]) for line in lines] == [0, 2, 4]
     assert all("RankMe" in line and "/128" in line for line in lines)
     assert not (tmp_path / "config.yaml").exists()  # nothing written into the working directory
+
+
+def test_every_benchmarked_method_has_its_small_data_recipe():
+    from reproduce import METHODS, ROOT
+
+    assert len(METHODS) == 5
+    for method in METHODS:
+        assert (ROOT / "examples" / f"{method}_fashion_mnist.yaml").is_file(), method
