@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests import fake_data
 
@@ -62,5 +63,8 @@ def test_two_process_ddp_fit(example: str, tmp_path: Path):
     assert report["global_step"] == 3
     assert report["max_parameter_difference"] == 0.0
     assert any(name.startswith("probe/") and name.endswith("val_acc") for name in report["logged"])
-    # The quickstarts state their lr for a batch of 64: 2 processes × 8 images = a global batch of 16.
-    assert "global batch 16 = lr_reference_batch_size 64 × 0.25" in result.stdout + result.stderr
+    # Each quickstart states its lr for a reference batch: 2 processes × 8 images = a global batch of 16.
+    config = yaml.safe_load((ROOT / "examples" / f"{example}.yaml").read_text())
+    reference = config["model"]["init_args"]["lr_reference_batch_size"]
+    expected = f"global batch 16 = lr_reference_batch_size {reference} × {16 / reference:.4g}"
+    assert expected in result.stdout + result.stderr
