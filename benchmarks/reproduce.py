@@ -45,6 +45,7 @@ from ssl_lightning.data import LinearEvalViews
 from ssl_lightning.evaluation.frozen_probes import encode, knn_accuracies, linear_probe_accuracy
 from ssl_lightning.evaluation.pretrained import representation
 from ssl_lightning.evaluation.supervised import SupervisedBaseline
+from ssl_lightning.nn.backbone import probe_feature_dim
 
 ROOT = Path(__file__).resolve().parent.parent
 METHODS = ("vicreg", "barlow", "blockwise", "ijepa", "flexpredict")  # examples/<name>_fashion_mnist.yaml
@@ -204,9 +205,7 @@ def supervised(args, method: str, steps: int, out: Path, done: list[Score]) -> S
     for score in done:
         if score.kind == "supervised" and score.architecture == key and score.step == steps:
             return dataclasses.replace(score, method=label)
-    datamodule.setup("fit")
-    images, _ = next(iter(datamodule.val_dataloader()))
-    feature_dim = encoder(images[:2]).shape[1]
+    feature_dim = probe_feature_dim(encoder, datamodule.channels, datamodule.image_size)
     baseline = SupervisedBaseline(
         encoder,
         feature_dim,
