@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 from curves import plot_curves
 from lightning.pytorch import Callback, LightningModule, Trainer, seed_everything
-from report import header_lines, markdown_table, publish
+from report import header_lines, machine, markdown_table, publish
 
 from ssl_lightning.callbacks.rankme import rankme
 from ssl_lightning.cli import build
@@ -67,6 +67,7 @@ class Score:
     rankme: float
     dim: int
     architecture: str = ""  # hash of the encoder's weight names and shapes: supervised runs are shared by equal ones
+    machine: str = ""  # where it was trained and scored (results.json can gather runs from several machines)
 
 
 class CheckpointEvery(Callback):
@@ -154,6 +155,7 @@ def score_encoder(encoder, datamodule, device, method: str, kind: str, step: int
         knn200=knn[KNN_K[1]],
         rankme=float(rankme(test_x)),
         dim=test_x.shape[1],
+        machine=machine(torch.device(device)),
     )
 
 
@@ -256,12 +258,12 @@ def summary_rows(scores: list[Score]) -> list[list[str]]:
             rows.append([
                 score.method, str(score.step), f"{score.train_seconds / 60:.1f}", percent(score.linear),
                 percent(score.knn20), percent(score.knn200), f"{min(curve_ranks):.1f} / {score.dim}",
-                percent(init.linear), percent(init.knn20), percent(sup.linear) if sup else "—",
+                percent(init.linear), percent(init.knn20), percent(sup.linear) if sup else "—", score.machine,
             ])  # fmt: skip
         elif score.kind == "pixels":
             rows.append([
                 "raw pixels", "—", "—", percent(score.linear), percent(score.knn20), percent(score.knn200),
-                f"{score.rankme:.1f} / {score.dim}", "—", "—", "—",
+                f"{score.rankme:.1f} / {score.dim}", "—", "—", "—", score.machine,
             ])  # fmt: skip
     return rows
 
@@ -341,10 +343,11 @@ def report(args, scores: list[Score]) -> None:
         "random init: the same encoder at step 0; supervised: the same encoder from the same initial weights "
         "trained with labels for the same steps, then probed the same way",
         f"plot: [reproduce_{dataset}.png](reproduce_{dataset}.png)",
+        "machine: the one this section was written on; each run's own is in the table's last column",
     )
     columns = [
         "method", "steps", "train min", "linear %", "kNN-20 %", "kNN-200 %", "RankMe (min) / dim",
-        "random init linear %", "random init kNN-20 %", "supervised linear %",
+        "random init linear %", "random init kNN-20 %", "supervised linear %", "machine",
     ]  # fmt: skip
     curve = ["method", "step", "train min", "linear %", "kNN-20 %", "RankMe"]
     section = lines + markdown_table(columns, summary_rows(scores))
