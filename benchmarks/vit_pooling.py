@@ -23,6 +23,7 @@ import torch
 from report import header_lines, markdown_table, publish
 from reproduce import DATASETS, ROOT, recipe_args, run_folder
 from torch import Tensor
+from torch.utils.data import DataLoader, Subset
 
 from ssl_lightning.callbacks.rankme import rankme
 from ssl_lightning.cli import build
@@ -59,8 +60,9 @@ def checkpoint_rows(method: str, args: argparse.Namespace) -> list[list[str]]:
     cli = build(recipe_args(args, method, Path("/tmp") / "vit_pooling"))
     module, datamodule = cli.model, cli.datamodule
     datamodule.setup("fit")
-    images = torch.cat([x for x, _ in datamodule.val_dataloader()])[: args.images]
-    loader = [(images, torch.zeros(len(images)))]
+    first = Subset(datamodule.val_dataloader().dataset, range(args.images))
+    loader = [next(iter(DataLoader(first, batch_size=args.images)))]  # one batch: features and regressors align
+    images = loader[0][0]
     regressors = mean_patch(images, module.context_encoder.vit.patch_embed.patch_size[0])
     rows = []
     for path in paths:

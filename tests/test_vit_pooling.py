@@ -19,10 +19,9 @@ from vit_pooling import common_share, explained_variance, mean_patch
 
 def test_mean_patch_is_the_average_of_the_patches():
     images = torch.randn(3, 2, 8, 12)
-    expected = torch.stack([images[:, :, r : r + 4, c : c + 4] for r in range(0, 8, 4) for c in range(0, 12, 4)]).mean(
-        0
-    )
-    assert torch.allclose(mean_patch(images, 4), expected.flatten(1), atol=1e-6)
+    patches = [images[:, :, r : r + 4, c : c + 4] for r in range(0, 8, 4) for c in range(0, 12, 4)]
+    expected = torch.stack(patches).mean(0).flatten(1)
+    assert torch.allclose(mean_patch(images, 4), expected, atol=1e-6)
 
 
 def test_explained_variance_of_affine_features_and_of_noise():
