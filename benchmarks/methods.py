@@ -30,7 +30,7 @@ class MethodCase:
 
 Builder = Callable[..., MethodCase]
 
-NARROW_RESNET18 = {"channels": [16, 32, 64, 128], "stem_width": 16}
+NARROW_RESNET18 = {"channels": [16, 32, 64, 128]}
 
 
 def adamw(lr: float) -> Callable:

@@ -79,7 +79,7 @@ def main() -> None:
 
     model = VICReg(
         backbone="resnet18",  # any timm name, or your own nn.Module returning (B, D) features
-        backbone_kwargs={"channels": [16, 32, 64, 128], "stem_width": 16},
+        backbone_kwargs={"channels": [16, 32, 64, 128]},
         projector_dims=[512, 512, 512],
         in_chans=1,
         image_size=28,  # ≤ 64 px: the small-image ResNet stem is used

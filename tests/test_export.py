@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from ssl_lightning.cli import main
 from ssl_lightning.evaluation import ArchitectureMismatchError, export_encoder, load_encoder
 from ssl_lightning.methods import IJEPA, BlockwiseBarlowTwins, FlexPredict, VICReg
-from ssl_lightning.nn.backbone import apply_small_image_stem
+from ssl_lightning.nn.backbone import apply_small_image_stem, apply_stem_width
 from tests.pretrained import pretrained_checkpoint, save_untrained, tiny_method
 
 # method, encoder, the LightningModule's features of that encoder
@@ -40,8 +40,10 @@ def test_export_reproduces_features_bit_exactly(case, pretrained_dir, tmp_path):
     sidecar = json.loads(weights.with_suffix(".json").read_text())
     module = cls.load_from_checkpoint(checkpoint).eval()
     images = torch.randn(4, 1, module.hparams["image_size"], module.hparams["image_size"])
-    # The sidecar's timm.create_model call, then load_state_dict with no key surgery.
+    # The sidecar's timm.create_model call and the stem changes it documents, then load_state_dict
+    # with no key surgery.
     model = timm.create_model(sidecar["architecture"], pretrained=False, **sidecar["model_kwargs"])
+    apply_stem_width(model, sidecar["model_kwargs"].get("stem_width"))
     if sidecar["small_image_stem"]:
         apply_small_image_stem(model)
     model.load_state_dict(load_file(weights), strict=True)
@@ -55,8 +57,10 @@ def test_export_reproduces_features_bit_exactly(case, pretrained_dir, tmp_path):
 
 @pytest.mark.parametrize("name", ["VICReg", "IJEPA"])
 def test_timm_pretrained_file_overlay_loads_export(name, tmp_path):
-    """Without the small-image stem an export loads through timm's own pretrained-weights path."""
-    method = tiny_method(name, **({"small_image_stem": False, "image_size": 32} if name == "VICReg" else {}))
+    """Without the small-image stem, and with timm's own 64-wide plain stem, an export loads through
+    timm's own pretrained-weights path."""
+    timm_stem = {"small_image_stem": False, "image_size": 32, "backbone_kwargs": {"channels": [4, 8, 8, 8]}}
+    method = tiny_method(name, **(timm_stem if name == "VICReg" else {}))
     weights = export_encoder(save_untrained(method, tmp_path / "method.ckpt"), tmp_path / "encoder.safetensors")
     sidecar = json.loads(weights.with_suffix(".json").read_text())
     assert not sidecar["small_image_stem"]

@@ -5,7 +5,9 @@ The weights load into the named timm model with no key surgery. ResNets: timm's 
 torchvision's, so ``torchvision.models.resnet50()`` (with ``fc = nn.Identity()``) loads them too,
 when the widths are the standard ones. Encoders with the small-image stem (3×3 stride-1 ``conv1``,
 no max-pool) need that stem applied before loading (``"small_image_stem": true`` in the sidecar;
-:func:`load_encoder` does it); all others also load with
+:func:`load_encoder` does it), and so do plain-stem ResNets whose ``stem_width`` is not timm's 64
+(:func:`~ssl_lightning.nn.backbone.apply_stem_width`: timm reads that width only for deep stems);
+all others also load with
 ``timm.create_model(architecture, pretrained=True, pretrained_cfg_overlay={"file": path}, **model_kwargs)``.
 """
 

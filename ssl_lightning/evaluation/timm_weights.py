@@ -11,7 +11,7 @@ import timm
 from torch import Tensor, nn
 
 from ssl_lightning.methods.base import SSLMethod
-from ssl_lightning.nn.backbone import apply_small_image_stem, has_small_image_stem
+from ssl_lightning.nn.backbone import apply_small_image_stem, apply_stem_width, has_small_image_stem
 from ssl_lightning.nn.vit import MaskedViTEncoder
 
 # A JEPA encoder as a standalone timm ViT: no class token; its fixed 2-D sin-cos positions stored as
@@ -50,7 +50,9 @@ class TimmEncoder:
 
 def create_timm_model(architecture: str, model_kwargs: dict[str, Any], small_image_stem: bool) -> nn.Module:
     """The timm model an export describes, without weights."""
-    model = timm.create_model(architecture, pretrained=False, **model_kwargs)
+    model = apply_stem_width(
+        timm.create_model(architecture, pretrained=False, **model_kwargs), model_kwargs.get("stem_width")
+    )
     return apply_small_image_stem(model) if small_image_stem else model
 
 

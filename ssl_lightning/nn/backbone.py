@@ -36,6 +36,49 @@ def apply_small_image_stem(model: nn.Module) -> nn.Module:
     return model
 
 
+def apply_stem_width(model: nn.Module, width: int | None) -> nn.Module:
+    """Give a plain-stem ResNet a first convolution of ``width`` output channels, in place; any other
+    model, or ``width=None``, is returned unchanged.
+
+    timm reads ``stem_width`` only for its deep stems and fixes the plain 7×7 stem at 64 channels,
+    so a narrow ResNet (``channels=[16, 32, 64, 128]``) would silently keep a 64-wide stem. This
+    builds the network timm would build if it honoured the width: ``conv1``/``bn1`` of ``width``
+    channels, the first block's input convolution and shortcut reading ``width`` channels: an identity where the widths match, else a 1×1 projection
+    with normalisation (ResNet, He et al. 2016, §3.3 option B), as timm builds it.
+    """
+    if width is None or not has_plain_resnet_stem(model) or model.conv1.out_channels == width:
+        return model
+    block = model.layer1[0]
+    norm = type(model.bn1)
+    model.conv1 = _conv_like(model.conv1, out_channels=width)
+    model.bn1 = norm(width, eps=model.bn1.eps, momentum=model.bn1.momentum)
+    block.conv1 = _conv_like(block.conv1, in_channels=width)
+    block_width = (block.conv3 if hasattr(block, "conv3") else block.conv2).out_channels
+    block.downsample = (
+        None
+        if block_width == width
+        else nn.Sequential(nn.Conv2d(width, block_width, kernel_size=1, bias=False), norm(block_width))
+    )
+    model.feature_info[0]["num_chs"] = width
+    return model
+
+
+def _conv_like(conv: nn.Conv2d, in_channels: int | None = None, out_channels: int | None = None) -> nn.Conv2d:
+    """A copy of ``conv``'s geometry with other input or output widths, initialised as timm's ResNet
+    initialises its convolutions (He normal, fan-out)."""
+    copy = nn.Conv2d(
+        in_channels or conv.in_channels,
+        out_channels or conv.out_channels,
+        kernel_size=conv.kernel_size,
+        stride=conv.stride,
+        padding=conv.padding,
+        dilation=conv.dilation,
+        bias=conv.bias is not None,
+    )
+    nn.init.kaiming_normal_(copy.weight, mode="fan_out", nonlinearity="relu")
+    return copy
+
+
 def has_small_image_stem(model: nn.Module) -> bool:
     """True for a ResNet whose stem :func:`apply_small_image_stem` changed (3×3/1 ``conv1``, no max-pool)."""
     conv = getattr(model, "conv1", None)
@@ -65,7 +108,8 @@ def create_backbone(
         small_image_stem: use the 3×3, no-max-pool ResNet stem; ``None`` means "when
             ``image_size`` ≤ 64 and the model has a plain ResNet stem". Only applies to timm names.
         backbone_kwargs: extra keyword arguments for ``timm.create_model`` (e.g. ``channels`` and
-            ``stem_width`` of a narrow ResNet, ``drop_path_rate``).
+            ``stem_width`` of a narrow ResNet, which also sets the width of a plain 7×7 stem
+            (:func:`apply_stem_width`), ``drop_path_rate``).
     """
     if isinstance(backbone, str):
         if backbone not in timm.list_models():
@@ -76,6 +120,7 @@ def create_backbone(
         model = timm.create_model(
             backbone, pretrained=False, num_classes=0, in_chans=in_chans, **(backbone_kwargs or {})
         )
+        apply_stem_width(model, (backbone_kwargs or {}).get("stem_width"))
         if small_image_stem is None:
             small_image_stem = image_size <= SMALL_IMAGE_MAX_SIZE and has_plain_resnet_stem(model)
         if small_image_stem:
