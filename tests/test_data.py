@@ -191,6 +191,24 @@ def test_image_folder_classes_come_from_train(tmp_path):
     assert ImageFolder(data_dir=str(tmp_path), num_classes=7).num_classes == 7
 
 
+def test_image_folder_empty_train_class_is_an_error(tmp_path):
+    write_fake_image_folder(tmp_path, num_classes=2, train_per_class=2, val_per_class=1)
+    (tmp_path / "train" / "empty_class").mkdir()
+    (tmp_path / "train" / "empty_class" / "notes.txt").write_text("not an image")
+    data = ImageFolder(data_dir=str(tmp_path), image_size=32, num_workers=0)
+    with pytest.raises(ValueError, match=r"class folder\(s\) empty_class of .*add images to them or remove them"):
+        data.setup()
+
+
+def test_image_folder_warns_of_val_classes_missing_from_train(tmp_path):
+    write_fake_image_folder(tmp_path, num_classes=2, train_per_class=2, val_per_class=3)
+    (tmp_path / "val" / "class_1").rename(tmp_path / "val" / "unseen")
+    data = ImageFolder(data_dir=str(tmp_path), image_size=32, num_workers=0)
+    with pytest.warns(UserWarning, match=r"folder\(s\) unseen of .* their 3 image\(s\) are skipped"):
+        data.setup()
+    assert [label for _, label in data.val_dataset.samples] == [0, 0, 0]
+
+
 def test_loader_options(fake_root):
     data = make(CIFAR10, fake_root, batch_size=16, num_workers=1)
     data.setup()

@@ -47,3 +47,21 @@ def test_offline_knn_equals_online_knn(k, tmp_path_factory):
     offline = run("validate", KNNEval(str(checkpoint), k=[k]))
     assert offline[f"knn/k{k}/top1"] == online["knn/val_acc"]
     assert offline[f"knn/k{k}/top5"] == 1.0  # 3 classes
+
+
+@pytest.mark.parametrize(
+    ("trainer_kwargs", "bank_size"),
+    [
+        ({"fast_dev_run": True}, 16),
+        ({"fast_dev_run": 3}, 48),
+        ({"limit_train_batches": 2}, 32),
+        ({"limit_train_batches": 0.5}, 32),
+        ({}, 64),
+    ],
+    ids=["fast_dev_run", "fast_dev_run=3", "limit=2", "limit=0.5", "no_limit"],
+)
+def test_bank_honours_train_batch_limits(trainer_kwargs, bank_size, tmp_path_factory):
+    checkpoint = pretrained_checkpoint("VICReg", tmp_path_factory.getbasetemp() / "pretrained")
+    model = KNNEval(str(checkpoint), k=[3])
+    run("validate", model, **trainer_kwargs)  # 4 training batches of 16
+    assert len(model.bank_labels) == bank_size

@@ -1,10 +1,13 @@
 """Any image dataset in the ImageNet folder layout: ``data_dir/train/<class>/*``,
 ``data_dir/val/<class>/*``."""
 
+import os
 from pathlib import Path
 
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import Dataset
 from torchvision import datasets
+from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 
 from ssl_lightning.data.base import SSLDataModule
 from ssl_lightning.data.views import ViewRecipe
@@ -31,7 +34,10 @@ class ImageFolder(SSLDataModule):
 
     Classes are the sub-folders of ``data_dir/train`` (sorted); ``data_dir/val`` must use the same
     folder names (the official ImageNet validation set must first be sorted into them). Nothing
-    is downloaded.
+    is downloaded. ``setup`` raises a ``ValueError`` naming the training class folders without any
+    image file: they would count as classes that no image belongs to. Validation folders of
+    classes missing from ``train`` are skipped, with a warning naming them (their images could
+    not be scored); classes missing from ``val`` are fine.
 
     Args:
         data_dir: folder holding ``train/`` and ``val/``.
@@ -86,7 +92,24 @@ class ImageFolder(SSLDataModule):
 
     def build_datasets(self, root, train_transform, val_transform) -> tuple[Dataset, Dataset]:
         classes = self._classes()
-        return (
-            ClassListImageFolder(root / "train", classes, train_transform),
-            ClassListImageFolder(root / "val", classes, val_transform),
-        )
+        train = ClassListImageFolder(root / "train", classes, train_transform)
+        present = set(train.targets)
+        empty = [name for index, name in enumerate(classes) if index not in present]
+        if empty:
+            raise ValueError(
+                f"ImageFolder: the class folder(s) {', '.join(empty)} of {root / 'train'} hold no image file "
+                f"({', '.join(IMG_EXTENSIONS)}): add images to them or remove them."
+            )
+        self._warn_unknown_val_classes(root / "val", classes)
+        return train, ClassListImageFolder(root / "val", classes, val_transform)
+
+    @staticmethod
+    def _warn_unknown_val_classes(val_dir: Path, classes: list[str]) -> None:
+        """Warn of the ``val_dir`` class folders not in ``classes``: ClassListImageFolder skips them."""
+        unknown = sorted({entry.name for entry in os.scandir(val_dir) if entry.is_dir()} - set(classes))
+        if unknown:
+            skipped = len(make_dataset(str(val_dir), dict.fromkeys(unknown, 0), IMG_EXTENSIONS, allow_empty=True))
+            rank_zero_warn(
+                f"ImageFolder: the validation class folder(s) {', '.join(unknown)} of {val_dir} have no training "
+                f"folder, so their {skipped} image(s) are skipped: add these classes to train/ or remove them from val/."
+            )

@@ -4,6 +4,7 @@ classifier): which loader gives them, and their frozen features."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from itertools import islice
 
 import torch
 from lightning.pytorch import LightningModule, Trainer
@@ -27,6 +28,21 @@ def training_images(trainer: Trainer, evaluation: str) -> DataLoader:
     if datamodule is None:
         raise ValueError(f"{evaluation} encodes the training images: run it with a DataModule.")
     return getattr(datamodule, "train_eval_dataloader", datamodule.train_dataloader)()
+
+
+def limited_batches(trainer: Trainer, loader: DataLoader) -> Iterable:
+    """The batches of ``loader`` that the Trainer's ``limit_train_batches`` allows, counted as
+    Lightning counts them (an int is a number of batches, a float a fraction of them).
+
+    The offline evaluations encode the training images outside Lightning's loops, which would
+    otherwise encode all of them even in a smoke run; ``fast_dev_run=N`` sets the limit to ``N``.
+    """
+    limit = trainer.limit_train_batches
+    if isinstance(limit, float):
+        if limit >= 1.0:
+            return loader
+        limit = int(len(loader) * limit)
+    return islice(loader, limit)
 
 
 def subset_loader(loader: DataLoader, indices: Tensor) -> DataLoader:

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from torchmetrics.aggregation import MeanMetric
 
 from ssl_lightning.callbacks.knn import knn_votes
-from ssl_lightning.evaluation.encoding import encode_labelled, training_images
+from ssl_lightning.evaluation.encoding import encode_labelled, limited_batches, training_images
 from ssl_lightning.evaluation.frozen import load_frozen_encoder
 
 TOP_K = 5
@@ -26,7 +26,9 @@ class KNNEval(LightningModule):
     --model.init_args.checkpoint=PATH``). At the start of validation the training images are
     encoded into a bank of L2-normalised features: the DataModule's ``train_eval_dataloader()``
     (every ssl_lightning DataModule has one: all training images, validation transform, in order),
-    else its ``train_dataloader()``; labels ``-1`` stay out of the bank. Each validation image is
+    else its ``train_dataloader()``; labels ``-1`` stay out of the bank. The Trainer's
+    ``limit_train_batches`` (and so ``fast_dev_run``) limits the bank's batches, as it would the
+    training batches; ``limit_val_batches`` limits the queries. Each validation image is
     classified by :func:`~ssl_lightning.callbacks.knn.knn_votes`, the code of the online
     :class:`~ssl_lightning.callbacks.OnlineKNN`, for every ``k``. Logs ``knn/k<k>/top1`` and
     ``knn/k<k>/top5``.
@@ -71,7 +73,8 @@ class KNNEval(LightningModule):
         return F.normalize(self.encoder(images).float(), dim=1)
 
     def on_validation_epoch_start(self) -> None:
-        self.bank, self.bank_labels = encode_labelled(self, training_images(self.trainer, "KNNEval"))
+        loader = limited_batches(self.trainer, training_images(self.trainer, "KNNEval"))
+        self.bank, self.bank_labels = encode_labelled(self, loader)
         if not len(self.bank_labels):
             raise ValueError("KNNEval found no labelled training image (every label is -1): the bank is empty.")
         rank_zero_info(f"KNNEval: a bank of {len(self.bank_labels)} training features of size {self.bank.shape[1]}")
