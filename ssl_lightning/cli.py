@@ -23,17 +23,44 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 import ssl_lightning.callbacks  # registers the callbacks' short names
 import ssl_lightning.data  # noqa: F401  (registers the DataModules' short names)
+from ssl_lightning.cli_checks import (
+    COMMANDS_LINE,
+    SSLArgumentParser,
+    check_launch,
+    drop_dry_run_checkpoints,
+    warn_overridden_links,
+)
 from ssl_lightning.evaluation import export_encoder  # (also registers the methods' and evaluations' short names)
 
 EXPORT = "export"
+DATA_TO_MODEL_LINKS = {"channels": "in_chans", "image_size": "image_size"}
 
 
 class SSLLightningCLI(LightningCLI):
-    """LightningCLI in subclass mode for both the model and the DataModule."""
+    """LightningCLI in subclass mode for both the model and the DataModule, with the checks of
+    :mod:`ssl_lightning.cli_checks`."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.link_arguments("data.channels", "model.init_args.in_chans", apply_on="instantiate")
-        parser.link_arguments("data.image_size", "model.init_args.image_size", apply_on="instantiate")
+        for source, target in DATA_TO_MODEL_LINKS.items():
+            parser.link_arguments(f"data.{source}", f"model.init_args.{target}", apply_on="instantiate")
+
+    def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+        """Parse as LightningCLI does, and once more without defaults to know what the user gave."""
+        super().parse_arguments(parser, args)
+        explicit = parser.parse_args(args, defaults=False)
+        subcommand = explicit.get("subcommand")
+        explicit = explicit.get(subcommand) if subcommand else explicit
+        self.explicit_model_args = dict(explicit.get("model.init_args") or {})
+
+    def after_instantiate_classes(self) -> None:
+        super().after_instantiate_classes()
+        warn_overridden_links(self.explicit_model_args, self.datamodule, DATA_TO_MODEL_LINKS)
+        drop_dry_run_checkpoints(self.trainer)
+
+    def before_fit(self) -> None:
+        check_launch(self.trainer)
+
+    before_validate = before_test = before_predict = before_fit
 
 
 CLI_OPTIONS = {
@@ -43,6 +70,8 @@ CLI_OPTIONS = {
     "subclass_mode_data": True,
     "auto_configure_optimizers": False,
     "save_config_kwargs": {"overwrite": True},
+    "parser_class": SSLArgumentParser,
+    "parser_kwargs": {"epilog": COMMANDS_LINE},
 }
 
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
 import yaml
 
-from ssl_lightning.cli import main
+from ssl_lightning.cli import build, main
 from tests.fake_data import write_fake_fashion_mnist
 
 QUICKSTART = Path(__file__).parents[1] / "examples" / "quickstart.yaml"
@@ -116,3 +118,61 @@ def test_missing_dataset_is_a_clear_error(tmp_path):
                 *TINY,
             ]
         )
+
+
+def test_dry_run_of_a_save_last_config_writes_no_checkpoint(fashion_dir, tmp_path, monkeypatch):
+    """Lightning's save_last ignores fast_dev_run and writes ./checkpoints/last.ckpt."""
+    monkeypatch.chdir(tmp_path)
+    checkpoint = "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint"
+    main(["fit", "--config", str(QUICKSTART), f"--data.data_dir={fashion_dir}", *TINY, checkpoint,
+          "--trainer.callbacks.save_last=true", "--trainer.fast_dev_run=true"])  # fmt: skip
+    assert not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_linked_argument_given_with_another_value_warns(fashion_dir, tmp_path):
+    args = ["--config", str(QUICKSTART), f"--data.data_dir={fashion_dir}", *TINY, "--trainer.logger=false"]
+    with pytest.warns(UserWarning, match=r"in_chans=3 is replaced by the DataModule's channels=1"):
+        build([*args, "--model.init_args.in_chans=3"])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*is replaced by the DataModule")
+        build([*args, "--model.init_args.in_chans=1"])  # the same value: nothing to say
+
+
+def test_model_help_is_short():
+    result = subprocess.run(
+        [sys.executable, "-m", "ssl_lightning", "fit", "--model.help", "VICReg"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert len(result.stdout.splitlines()) < 200  # was 1,502 lines: every nn.Module of torch, timm, torchvision
+    assert "more, any import path" in result.stdout
+
+
+@pytest.mark.parametrize("args", [[], ["--help"]])
+def test_command_list_names_export(args):
+    result = subprocess.run(
+        [sys.executable, "-m", "ssl_lightning", *args], check=False, capture_output=True, text=True, timeout=120
+    )
+    assert "export" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("flag", "typo", "name"), [("--data", "FashionMnist", "FashionMNIST"), ("--model", "vicreg", "VICReg")]
+)
+def test_mistyped_short_name_gets_a_suggestion(flag, typo, name, capsys):
+    with pytest.raises(SystemExit):
+        main(["fit", flag, typo])
+    assert f"did you mean {name!r}" in capsys.readouterr().err
+
+
+def test_multi_node_config_without_launcher_fails_fast(fashion_dir, tmp_path):
+    """Two nodes configured, one process started: the run must not wait for the other node."""
+    command = [sys.executable, "-m", "ssl_lightning", "fit", "--config", str(QUICKSTART), f"--data.data_dir={fashion_dir}",
+               *TINY, "--trainer.num_nodes=2", "--trainer.devices=1", "--trainer.accelerator=cpu",
+               "--trainer.strategy=ddp", "--trainer.logger=false"]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k not in ("NODE_RANK", "MASTER_ADDR", "WORLD_SIZE")}
+    result = subprocess.run(command, check=False, capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
+    assert result.returncode != 0
+    assert "--nnodes=2" in result.stderr and "would wait forever" in result.stderr
