@@ -14,7 +14,13 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torchmetrics.aggregation import MeanMetric
 
-from ssl_lightning.callbacks.outputs import features_by_name, labels_of, metric_name, outputs_features
+from ssl_lightning.callbacks.outputs import (
+    NonFiniteFeatureCheck,
+    features_by_name,
+    labels_of,
+    metric_name,
+    outputs_features,
+)
 from ssl_lightning.callbacks.ring_buffer import RingBuffer
 from ssl_lightning.distributed import gather_variable_length
 
@@ -58,7 +64,8 @@ class OnlineKNN(Callback):
     entry of dict features, e.g. the blockwise method's blocks), gathered from every rank so each
     rank holds the same bank, on the training device. Labels ``-1`` never enter the bank. Each
     validation feature gets :func:`knn_votes`; logs ``knn/val_acc`` (``knn/<key>/val_acc`` for dict
-    features), averaged over every rank's validation samples.
+    features), averaged over every rank's validation samples. Warns once when validation features
+    hold NaN or inf (:class:`NonFiniteFeatureCheck`).
 
     Memory: ``bank_size × (4 D + 8)`` bytes per feature key on the training device (float32
     features of size D and int64 labels), e.g. 16384 × 2048-d ResNet-50 features = 128 MiB, and
@@ -84,6 +91,7 @@ class OnlineKNN(Callback):
         self.accuracy: dict[str, MeanMetric] = {}
         self.num_classes = 0
         self.warned_empty_bank = False
+        self.non_finite_check = NonFiniteFeatureCheck("OnlineKNN")
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -115,14 +123,17 @@ class OnlineKNN(Callback):
         features = features_by_name(outputs_features(outputs, "OnlineKNN"), self.feature_keys)
         labels = labels_of(batch, "OnlineKNN")
         known = labels >= 0
+        features = {key: f[known] for key, f in features.items()}
+        self.non_finite_check.update(features)
         for key, f in features.items():
-            queries = F.normalize(f[known].float(), dim=1)
+            queries = F.normalize(f.float(), dim=1)
             votes = knn_votes(queries, self.bank[key], self.bank[LABELS], self.num_classes, self.k, self.temperature)
             if key not in self.accuracy:
                 self.accuracy[key] = MeanMetric().to(pl_module.device)
             self.accuracy[key].update((votes.argmax(dim=1) == labels[known]).float())
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.non_finite_check.check(pl_module.device)
         if not len(self.bank) and not trainer.sanity_checking and not self.warned_empty_bank:
             rank_zero_warn(
                 "OnlineKNN has no labelled training features in its bank, so `knn/val_acc` is not logged. "

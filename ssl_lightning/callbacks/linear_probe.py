@@ -15,6 +15,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from ssl_lightning.callbacks.outputs import (
     SINGLE_FEATURE_KEY,
+    NonFiniteFeatureCheck,
     features_by_name,
     labels_of,
     metric_name,
@@ -29,7 +30,8 @@ class OnlineLinearProbe(Callback):
     Each feature (one tensor, or every entry of a dict such as the blockwise method's per-stage
     features) gets its own head ``BatchNorm1d(affine=False) → Linear`` with its own AdamW. Heads are
     built at the first batch, once the feature sizes are known. Logs ``probe/train_acc`` and
-    ``probe/val_acc`` (``probe/<key>/...`` for dict features). Labels ``-1`` are ignored.
+    ``probe/val_acc`` (``probe/<key>/...`` for dict features). Labels ``-1`` are ignored. Warns
+    once when validation features hold NaN or inf (:class:`NonFiniteFeatureCheck`).
 
     Under DDP every rank trains on its own batch and the head gradients are averaged across ranks
     before each step, so the heads stay identical; accuracies are synchronised by torchmetrics.
@@ -57,6 +59,7 @@ class OnlineLinearProbe(Callback):
         self.train_acc: nn.ModuleDict | None = None
         self.val_acc: nn.ModuleDict | None = None
         self._state_to_restore: dict | None = None
+        self.non_finite_check = NonFiniteFeatureCheck("OnlineLinearProbe")
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if self.num_classes is None:
@@ -148,12 +151,14 @@ class OnlineLinearProbe(Callback):
         if labelled is None:
             return
         features, labels = labelled
+        self.non_finite_check.update(features)
         self.heads.eval()
         with torch.no_grad():
             for key, f in features.items():
                 self.val_acc[key].update(self.heads[key](f), labels)
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.non_finite_check.check(pl_module.device)
         if trainer.sanity_checking:
             for metric in (self.val_acc or {}).values():
                 metric.reset()

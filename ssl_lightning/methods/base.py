@@ -1,17 +1,21 @@
 """What every method shares, and nothing more: the optimizer built from the method's own parameter
 groups (no weight decay on biases and norm parameters), a per-step warmup + cosine learning-rate
-schedule, and a stop with a clear message when the loss stops being finite."""
+schedule, and a stop with a clear message when the loss stops being finite, which leaves the weights and
+buffers as they were before the failing batch and never writes a checkpoint holding NaN or inf."""
 
 from __future__ import annotations
 
 import inspect
 import math
+import operator
+from typing import Any
 
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
+from torch.distributed.tensor import DTensor
 from torch.optim.lr_scheduler import LambdaLR
 
 from ssl_lightning.nn.schedules import warmup_cosine
@@ -49,6 +53,43 @@ def per_device_batch_size(dataloader) -> int:
             "learning rate for your batch yourself and lr_reference_batch_size=None."
         )
     return size
+
+
+class BufferSnapshot:
+    """A copy of a module's buffers, taken before a training batch so that a non-finite loss can put
+    them back: by the time the loss exists, the forward pass has already folded the batch into
+    BatchNorm's running statistics (and ``num_batches_tracked``), and NaN images make them NaN.
+
+    The copies are allocated once and refreshed in place with one ``torch._foreach_copy_`` while the
+    module keeps the same buffer tensors (reallocated when it does not, e.g. after ``.to(device)``).
+    Restoring copies in place too, so compiled modules keep the tensors they were traced with."""
+
+    def __init__(self) -> None:
+        self.buffers: list[Tensor] = []
+        self.copies: list[Tensor] = []
+
+    def take(self, module: nn.Module) -> None:
+        buffers = list(module.buffers())
+        if len(buffers) == len(self.buffers) and all(map(operator.is_, buffers, self.buffers)):
+            if buffers:
+                torch._foreach_copy_(self.copies, buffers)
+        else:
+            self.buffers, self.copies = buffers, [buffer.clone() for buffer in buffers]
+
+    def restore(self) -> None:
+        if self.buffers:
+            torch._foreach_copy_(self.buffers, self.copies)
+
+
+def non_finite_tensors(state_dict: dict[str, Any]) -> list[str]:
+    """The names of the floating-point tensors of ``state_dict`` that hold a NaN or an infinity (of a
+    DTensor, this rank's shard). One host sync per tensor: meant for checkpoints, not for every step."""
+    bad = []
+    for name, tensor in state_dict.items():
+        tensor = tensor.to_local() if isinstance(tensor, DTensor) else tensor
+        if isinstance(tensor, Tensor) and tensor.is_floating_point() and not tensor.isfinite().all():
+            bad.append(name)
+    return bad
 
 
 def base_arguments(init_locals: dict) -> dict:
@@ -133,6 +174,7 @@ class SSLMethod(LightningModule):
         self.compile_options = dict(compile_options or {})
         self._modules_compiled = False
         self.channels_last = channels_last
+        self._buffers_before_batch = BufferSnapshot()
 
     def save_init_arguments(self) -> None:
         """``save_hyperparameters`` for the calling ``__init__``, leaving out the optimizer callable and
@@ -250,12 +292,38 @@ class SSLMethod(LightningModule):
                 metrics.update({f"optim/lr_group{i}": rate for i, rate in enumerate(rates)})
                 self.logger.log_metrics(metrics, step=0)
 
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """Copy the buffers before the forward pass changes them, for :meth:`on_before_backward` to put
+        back. Measured on 2 CPU cores: 0.1 ms a batch for a narrow ResNet-18 VICReg (0.6% of its 17 ms
+        step), 0.25 ms for ResNet-50, most of it listing the buffers. Subclasses that override this
+        hook call ``super().on_train_batch_start(batch, batch_idx)``."""
+        self._buffers_before_batch.take(self)
+
     def on_before_backward(self, loss: Tensor) -> None:
+        """Stop at a non-finite loss before its backward pass and optimizer step can reach the weights,
+        and undo what its forward pass did to the buffers (BatchNorm running statistics), so that the
+        model, and a checkpoint written on the way out (``OnExceptionCheckpoint``), are as they were
+        before this batch."""
         if not torch.isfinite(loss).all():
+            self._buffers_before_batch.restore()
             raise FloatingPointError(
                 f"{type(self).__name__}: the loss is {loss.item()} at global step {self.global_step} "
-                f"(epoch {self.current_epoch}). Training stopped before the weights were corrupted. "
-                "Lower the learning rate, lengthen the warmup, or train in float32 (--trainer.precision=32)."
+                f"(epoch {self.current_epoch}); training stopped with the weights and the normalisation statistics "
+                "(BatchNorm running means and variances) as they were before this batch. Lower the learning rate or "
+                "lengthen the warmup, clip gradients (--trainer.gradient_clip_val=1.0), check the data for NaN or "
+                "infinite pixels, or train in float32 (--trainer.precision=32)."
+            )
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse to write a checkpoint whose weights or buffers hold NaN or inf: resuming from it, or
+        evaluating it, cannot give anything but NaN, and it could overwrite the last good one."""
+        bad = non_finite_tensors(checkpoint.get("state_dict", {}))
+        if bad:
+            raise ValueError(
+                f"{type(self).__name__}: not writing a checkpoint at global step {self.global_step}: NaN or inf in "
+                f"{len(bad)} of its tensors ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}). "
+                "Training has diverged (e.g. an infinite gradient at a finite loss): resume from an earlier "
+                "checkpoint with a lower learning rate or gradient clipping (--trainer.gradient_clip_val=1.0)."
             )
 
     @staticmethod
