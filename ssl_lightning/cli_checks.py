@@ -101,8 +101,8 @@ def check_launch(trainer: Trainer) -> None:
     raise SystemExit(
         f"trainer.num_nodes={trainer.num_nodes} × devices={devices} asks for {trainer.num_nodes * devices} processes "
         "on several machines, but this one was not launched as one of them, so it would wait forever. Run the "
-        f"command on each node with `torchrun --nnodes={trainer.num_nodes} --nproc-per-node={devices} "
-        "--node-rank=<0…> --master-addr=<node 0> -m ssl_lightning fit ...` or `srun` (docs/scaling.md), or on this "
+        f"command on each node with `torchrun --nnodes={trainer.num_nodes} --nproc_per_node={devices} "
+        "--node_rank=<0…> --master_addr=<node 0> -m ssl_lightning fit ...` or `srun` (docs/scaling.md), or on this "
         "machine alone with --trainer.num_nodes=1 (and a strategy's data_parallel_size equal to devices)."
     )
 
