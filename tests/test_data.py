@@ -4,6 +4,7 @@ and the errors that tell users how to get missing data."""
 
 import gzip
 import pickle
+import re
 import struct
 from pathlib import Path
 
@@ -198,6 +199,17 @@ def test_image_folder_empty_train_class_is_an_error(tmp_path):
     data = ImageFolder(data_dir=str(tmp_path), image_size=32, num_workers=0)
     with pytest.raises(ValueError, match=r"class folder\(s\) empty_class of .*add images to them or remove them"):
         data.setup()
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_truncated_image_is_an_error_naming_the_file(tmp_path, num_workers):
+    write_fake_image_folder(tmp_path, num_classes=2, train_per_class=2, val_per_class=1)
+    victim = min((tmp_path / "train" / "class_1").iterdir())
+    victim.write_bytes(victim.read_bytes()[:300])  # a JPEG cut off mid-scan, as by an interrupted copy
+    data = ImageFolder(data_dir=str(tmp_path), image_size=32, batch_size=4, num_workers=num_workers)
+    data.setup()
+    with pytest.raises(Exception, match=rf"Cannot decode the image {re.escape(str(victim))} .*truncated"):
+        next(iter(data.train_dataloader()))
 
 
 def test_image_folder_warns_of_val_classes_missing_from_train(tmp_path):

@@ -5,9 +5,10 @@ import os
 from pathlib import Path
 
 from lightning.pytorch.utilities import rank_zero_warn
+from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import datasets
-from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
+from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset, pil_loader
 
 from ssl_lightning.data.base import SSLDataModule
 from ssl_lightning.data.views import ViewRecipe
@@ -16,13 +17,30 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+class BadImageError(ValueError):
+    """An image file that cannot be decoded: truncated, corrupt, or not an image."""
+
+
+def load_rgb(path: str) -> Image.Image:
+    """torchvision's PIL loader (decode, convert to RGB), with the file named when it fails: PIL's
+    own ``OSError: Truncated File Read`` does not say which of a million files it was."""
+    try:
+        return pil_loader(path)
+    except OSError as err:  # PIL's UnidentifiedImageError and truncated-data errors are OSErrors
+        raise BadImageError(
+            f"Cannot decode the image {path} ({type(err).__name__}: {err}): the file is truncated, corrupt or not "
+            "an image. Replace it or delete it."
+        ) from err
+
+
 class ClassListImageFolder(datasets.ImageFolder):
     """torchvision's ImageFolder with class indices from a given class list, so the validation
-    split uses the training split's indices even if it lacks some classes."""
+    split uses the training split's indices even if it lacks some classes, and with the file named
+    when an image cannot be decoded (:func:`load_rgb`)."""
 
     def __init__(self, root: Path, classes: list[str], transform) -> None:
         self.class_list = classes
-        super().__init__(str(root), transform=transform, allow_empty=True)
+        super().__init__(str(root), transform=transform, loader=load_rgb, allow_empty=True)
 
     def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
         return self.class_list, {name: index for index, name in enumerate(self.class_list)}

@@ -41,18 +41,40 @@ def weight_decay_groups(parameters, no_decay_lr_scale: float = 1.0) -> list[dict
     return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0, "lr_scale": no_decay_lr_scale}]
 
 
-def per_device_batch_size(dataloader) -> int:
-    """The batch size of a training ``DataLoader`` (``batch_size``, or its ``batch_sampler``'s)."""
+def declared_batch_size(dataloader) -> int | None:
+    """The batch size a training ``DataLoader`` declares (``batch_size``, or its ``batch_sampler``'s), if any."""
     size = getattr(dataloader, "batch_size", None) or getattr(
         getattr(dataloader, "batch_sampler", None), "batch_size", None
     )
-    if not isinstance(size, int):
+    return size if isinstance(size, int) else None
+
+
+def per_device_batch_size(dataloader) -> int:
+    """The batch size of a training ``DataLoader``, for ``lr_reference_batch_size``."""
+    size = declared_batch_size(dataloader)
+    if size is None:
         raise TypeError(
             f"lr_reference_batch_size needs the training batch size, but the train dataloader "
             f"({type(dataloader).__name__}) does not say it. Use a DataLoader with batch_size=..., or set the "
             "learning rate for your batch yourself and lr_reference_batch_size=None."
         )
     return size
+
+
+def check_batch_fits_batchnorm(module: nn.Module, dataloader, world_size: int) -> None:
+    """Fail before the first step when a training batch is too small for ``module``'s BatchNorm
+    layers, which cannot normalise one sample per channel in training mode; their own error
+    ("Expected more than 1 value per channel") names neither the layer's owner nor the fix.
+    ``SyncBatchNorm`` normalises over all ``world_size`` processes' samples."""
+    size = declared_batch_size(dataloader)
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    synced = world_size if any(isinstance(m, nn.SyncBatchNorm) for m in norms) else 1
+    if norms and size is not None and size * synced < 2:
+        raise ValueError(
+            f"{type(module).__name__}: a training batch of {size} image per device is too small for its BatchNorm "
+            "layers (projector, ResNet), which need at least 2 to normalise. Raise the batch size "
+            "(--data.init_args.batch_size, at least 2 per device)."
+        )
 
 
 class BufferSnapshot:
@@ -291,6 +313,9 @@ class SSLMethod(LightningModule):
                 metrics = {"optim/global_batch_size": float(global_batch)}
                 metrics.update({f"optim/lr_group{i}": rate for i, rate in enumerate(rates)})
                 self.logger.log_metrics(metrics, step=0)
+
+    def on_fit_start(self) -> None:
+        check_batch_fits_batchnorm(self, self.loaded_train_dataloader(), self.trainer.world_size)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         """Copy the buffers before the forward pass changes them, for :meth:`on_before_backward` to put
