@@ -43,8 +43,9 @@ def apply_stem_width(model: nn.Module, width: int | None) -> nn.Module:
     timm reads ``stem_width`` only for its deep stems and fixes the plain 7×7 stem at 64 channels,
     so a narrow ResNet (``channels=[16, 32, 64, 128]``) would silently keep a 64-wide stem. This
     builds the network timm would build if it honoured the width: ``conv1``/``bn1`` of ``width``
-    channels, the first block's input convolution and shortcut reading ``width`` channels: an identity where the widths match, else a 1×1 projection
-    with normalisation (ResNet, He et al. 2016, §3.3 option B), as timm builds it.
+    channels, the first block's input convolution and shortcut reading ``width`` channels: an
+    identity where the widths match, else a 1×1 projection with normalisation (ResNet, He et al.
+    2016, §3.3 option B), as timm builds it.
     """
     if width is None or not has_plain_resnet_stem(model) or model.conv1.out_channels == width:
         return model
