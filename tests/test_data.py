@@ -14,7 +14,7 @@ import torch
 from jsonargparse import ArgumentParser
 from lightning.pytorch import LightningDataModule
 from PIL import Image
-from torch.utils.data import RandomSampler, SequentialSampler
+from torch.utils.data import SequentialSampler
 from torchvision.transforms import v2
 
 from ssl_lightning.data import (
@@ -31,6 +31,7 @@ from ssl_lightning.data import (
     eval_transform,
 )
 from ssl_lightning.data.readers import read_cifar_batches, read_idx, read_stl10_images
+from ssl_lightning.data.sampling import ResumableSampler
 from tests.fake_data import (
     write_fake_cifar10,
     write_fake_cifar100,
@@ -141,7 +142,7 @@ def test_batches_follow_the_contract(fake_root, cls, write, expected):
     size = data.image_size
 
     train_loader = data.train_dataloader()
-    assert train_loader.drop_last and isinstance(train_loader.sampler, RandomSampler)
+    assert train_loader.drop_last and isinstance(train_loader.sampler, ResumableSampler)
     views, labels = next(iter(train_loader))
     assert isinstance(views, list) and len(views) == 2
     for view in views:

@@ -60,8 +60,8 @@ class RankMe(Callback):
     step and the numbers) and, with ``stop_on_collapse``, stops training on every rank.
 
     Memory: ``buffer_size × 4 K`` bytes per feature key on the training device; the singular values
-    cost ``O(N K min(N, K))`` once per check. The buffer refills within an epoch, so it is not saved
-    in checkpoints.
+    cost ``O(N K min(N, K))`` once per check. The buffer is saved in checkpoints, so that a run
+    resumed mid-epoch computes the same RankMe as an uninterrupted one.
 
     Args:
         output_key: which entry of the training step's outputs to buffer.
@@ -124,6 +124,13 @@ class RankMe(Callback):
             self._warn(collapsed, trainer)
         if self.stop_on_collapse and trainer.strategy.reduce_boolean_decision(bool(collapsed), all=False):
             trainer.should_stop = True
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"buffer": self.buffer.state_dict(), "warned": self.warned}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.buffer.load_state_dict(state_dict["buffer"])
+        self.warned = state_dict["warned"]
 
     def _warn(self, collapsed: list[str], trainer: Trainer) -> None:
         action = (

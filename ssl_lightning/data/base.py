@@ -1,10 +1,16 @@
 """What every ssl_lightning DataModule shares: finding (or downloading) the files, building the
 view and evaluation transforms, and the loaders.
 
+The training loader resumes exactly: a ``StatefulDataLoader`` (torchdata) over a
+:class:`~ssl_lightning.data.sampling.ResumableSampler`, whose position Lightning saves in every
+checkpoint, and each sample's views drawn from a seed of ``(seed, epoch, index)``, so the same on
+any number of workers (:mod:`ssl_lightning.seeding`).
+
 Training batches are ``(views, labels)`` (a list of ``(B, C, H, W)`` float tensors, one per view,
 and ``(B,)`` long labels, -1 where unknown); validation batches are ``(images, labels)``.
 """
 
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
@@ -12,9 +18,16 @@ from pathlib import Path
 import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
+from torchdata.stateful_dataloader import StatefulDataLoader
 
+from ssl_lightning.data.sampling import ResumableSampler, SeededSamples
 from ssl_lightning.data.transforms import eval_transform
 from ssl_lightning.data.views import JointEmbeddingViews, MultiViewTransform, ViewRecipe
+from ssl_lightning.seeding import draw_seed
+
+
+# torchdata 0.11's StatefulDataLoader calls a deprecated torch function at every iterator; nothing to act on.
+warnings.filterwarnings("ignore", message="'set_vital' is deprecated", category=UserWarning, module="torchdata")
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -39,6 +52,9 @@ class SSLDataModule(LightningDataModule, ABC):
         download: fetch the dataset into ``data_dir`` when it is found nowhere.
         image_size: side of the training views and validation images; ``None`` = the size the
             images are stored at.
+        seed: seed of the training order and augmentations; ``None`` = drawn from torch's RNG when
+            the training loader is first built (``seed_everything`` decides it). A resumed run takes
+            the seed from its checkpoint.
     """
 
     num_classes: int
@@ -59,6 +75,7 @@ class SSLDataModule(LightningDataModule, ABC):
         val_batch_size: int | None = None,
         download: bool = True,
         image_size: int | None = None,
+        seed: int | None = None,
     ) -> None:
         super().__init__()
         self.data_dir = Path(data_dir).expanduser()
@@ -68,6 +85,7 @@ class SSLDataModule(LightningDataModule, ABC):
         self.val_batch_size = val_batch_size or batch_size
         self.download = download
         self.image_size = image_size or self.native_size
+        self.seed = seed
         self.train_dataset: Dataset | None = None
         self.val_dataset: Dataset | None = None
 
@@ -143,25 +161,35 @@ class SSLDataModule(LightningDataModule, ABC):
                 f"{type(self).__name__}: the training set has {len(self.train_dataset)} images, "
                 f"fewer than batch_size={self.batch_size}; with drop_last there would be no batch"
             )
-        return self._loader(self.train_dataset, self.batch_size, train=True)
+        trainer = self.trainer
+        world_size, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        if self.seed is None:
+            self.seed = draw_seed(trainer.strategy if trainer is not None else None)
+        sampler = ResumableSampler(self.train_dataset, self.batch_size, world_size, rank, self.seed)
+        return StatefulDataLoader(
+            SeededSamples(self.train_dataset),
+            batch_size=self.batch_size,
+            sampler=sampler,
+            drop_last=True,
+            **self._worker_options(),
+        )
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_dataset, self.val_batch_size, train=False)
+        return self._ordered_loader(self.val_dataset)
 
     def train_eval_dataloader(self) -> DataLoader:
         """The training images with the validation transform, in order and all of them (no shuffle, no
         dropped batch), as ``(images, labels)`` batches: the bank of an offline kNN evaluation."""
         transform = self.evaluation_transform()
         train_dataset, _ = self.build_datasets(self.data_root(), transform, transform)
-        return self._loader(train_dataset, self.val_batch_size, train=False)
+        return self._ordered_loader(train_dataset)
 
-    def _loader(self, dataset: Dataset, batch_size: int, train: bool) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=train,
-            drop_last=train,
-            num_workers=self.num_workers,
-            pin_memory=torch.cuda.is_available(),
-            persistent_workers=self.num_workers > 0,
-        )
+    def _ordered_loader(self, dataset: Dataset) -> DataLoader:
+        return DataLoader(dataset, batch_size=self.val_batch_size, **self._worker_options())
+
+    def _worker_options(self) -> dict:
+        return {
+            "num_workers": self.num_workers,
+            "pin_memory": torch.cuda.is_available(),
+            "persistent_workers": self.num_workers > 0,
+        }

@@ -65,6 +65,7 @@ class ImageFolder(SSLDataModule):
         val_batch_size: validation batch size; ``None`` = ``batch_size``.
         image_size: side of the training views and validation crops.
         num_classes: number of classes; ``None`` = the number of folders in ``data_dir/train``.
+        seed: seed of the training order and augmentations (see :class:`SSLDataModule`).
     """
 
     channels = 3
@@ -81,6 +82,7 @@ class ImageFolder(SSLDataModule):
         val_batch_size: int | None = None,
         image_size: int = 224,
         num_classes: int | None = None,
+        seed: int | None = None,
     ) -> None:
         super().__init__(
             data_dir=data_dir,
@@ -90,6 +92,7 @@ class ImageFolder(SSLDataModule):
             val_batch_size=val_batch_size,
             download=False,
             image_size=image_size,
+            seed=seed,
         )
         self.num_classes = num_classes or len(self._classes())
 

@@ -232,7 +232,6 @@ class IJEPA(SSLMethod):
         if schedule_freeze_epoch is not None and schedule_freeze_epoch < 0:
             raise ValueError(f"schedule_freeze_epoch must be ≥ 0 or None, got {schedule_freeze_epoch}")
         self.schedule_freeze_epoch = schedule_freeze_epoch
-        self.mask_generator: torch.Generator | None = None
         self.last_masks: tuple[Tensor, list[Tensor]] | None = None
 
     def build_predictor(self, enc_dim: int, grid_size: tuple[int, int], **options) -> JEPAPredictor:
@@ -309,16 +308,11 @@ class IJEPA(SSLMethod):
         mark_tokens_dynamic(predictions, targets)
         return self.loss_fn(predictions, targets), tokens.mean(dim=1)
 
-    def on_train_start(self) -> None:
-        # One mask stream per process, seeded from the global RNG (seed_everything) plus the rank:
-        # reproducible runs, and different masks on different ranks.
-        seed = int(torch.randint(2**62, (1,))) + self.global_rank
-        self.mask_generator = torch.Generator(self.device).manual_seed(seed)
-
     def training_step(self, batch, batch_idx: int) -> dict[str, Tensor]:
         views, _ = batch
         images = first_view(views)
-        context_idx, target_idx = self.mask_sampler(len(images), device=images.device, generator=self.mask_generator)
+        # From torch's RNG, which SSLMethod reseeds for every batch and rank: resumable, and different per rank.
+        context_idx, target_idx = self.mask_sampler(len(images), device=images.device)
         self.last_masks = (context_idx, target_idx)
         loss, features = self.prediction_loss(images, context_idx, target_idx)
         self.log("train/loss", loss, prog_bar=True)
