@@ -25,7 +25,6 @@ from ssl_lightning.data.transforms import eval_transform
 from ssl_lightning.data.views import JointEmbeddingViews, MultiViewTransform, ViewRecipe
 from ssl_lightning.seeding import draw_seed
 
-
 # torchdata 0.11's StatefulDataLoader calls a deprecated torch function at every iterator; nothing to act on.
 warnings.filterwarnings("ignore", message="'set_vital' is deprecated", category=UserWarning, module="torchdata")
 
