@@ -23,6 +23,12 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 import ssl_lightning.callbacks  # registers the callbacks' short names
 import ssl_lightning.data  # noqa: F401  (registers the DataModules' short names)
+from ssl_lightning.checkpointing import (
+    RecordLogVersion,
+    continue_in_logged_version,
+    find_last_checkpoint,
+    use_atomic_checkpoints,
+)
 from ssl_lightning.cli_checks import (
     COMMANDS_LINE,
     SSLArgumentParser,
@@ -56,11 +62,28 @@ class SSLLightningCLI(LightningCLI):
         super().after_instantiate_classes()
         warn_overridden_links(self.explicit_model_args, self.datamodule, DATA_TO_MODEL_LINKS)
         drop_dry_run_checkpoints(self.trainer)
+        use_atomic_checkpoints(self.trainer)
+        self.trainer.callbacks.append(RecordLogVersion())
 
     def before_fit(self) -> None:
         check_launch(self.trainer)
+        self.resolve_last_checkpoint()
 
-    before_validate = before_test = before_predict = before_fit
+    def before_validate(self) -> None:
+        check_launch(self.trainer)
+
+    before_test = before_predict = before_validate
+
+    def resolve_last_checkpoint(self) -> None:
+        """``--ckpt_path=last``: resume from the newest last or SLURM-requeue checkpoint of this
+        configuration's log directory, logging into the version directory it was written in."""
+        arguments = self.config_init[self.subcommand]
+        if arguments.get("ckpt_path") != "last":
+            return
+        checkpoint = find_last_checkpoint(self.trainer)
+        if checkpoint is not None:
+            arguments["ckpt_path"] = str(checkpoint)
+            continue_in_logged_version(self.trainer, checkpoint)
 
 
 CLI_OPTIONS = {

@@ -1,10 +1,12 @@
-"""A callback for multi-process fits launched in subprocesses: after training, it checks that every
-rank holds the same trainable parameters (DDP keeps replicas in sync) and writes what it found to
-``<default_root_dir>/ddp_check.json`` on rank 0."""
+"""Callbacks for fits launched in subprocesses: after training, one checks that every rank holds the
+same trainable parameters (DDP keeps replicas in sync) and writes what it found to
+``<default_root_dir>/ddp_check.json`` on rank 0; the other kills the run at a given step."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
 
 import torch
@@ -30,3 +32,12 @@ class RanksInSync(Callback):
                 "logged": sorted(trainer.logged_metrics),
             }
             (Path(trainer.default_root_dir) / "ddp_check.json").write_text(json.dumps(report))
+
+
+class KillAtStep(Callback):
+    """SIGKILL the run's whole process group (every rank) after global step ``$KILL_AT_STEP``, as a
+    preemption would; does nothing when the variable is unset."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == int(os.environ.get("KILL_AT_STEP", -1)):
+            os.killpg(os.getpgid(0), signal.SIGKILL)

@@ -50,7 +50,6 @@ def test_two_process_ddp_fit(example: str, tmp_path: Path):
         "--trainer.limit_train_batches=3",
         "--trainer.limit_val_batches=1",
         "--trainer.logger=false",
-        "--trainer.enable_checkpointing=false",
         "--trainer.enable_progress_bar=false",
         f"--trainer.default_root_dir={tmp_path}",
         "--trainer.callbacks+=tests.ddp_checks.RanksInSync",
