@@ -39,5 +39,5 @@ class KillAtStep(Callback):
     preemption would; does nothing when the variable is unset."""
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if trainer.global_step == int(os.environ.get("KILL_AT_STEP", -1)):
+        if trainer.global_step == int(os.environ.get("KILL_AT_STEP", "-1")):
             os.killpg(os.getpgid(0), signal.SIGKILL)

@@ -54,7 +54,14 @@ def quickstart(directory: Path, *extra: str, kill_at: int | None = None) -> subp
         env["KILL_AT_STEP"] = str(kill_at)
     directory.mkdir(parents=True, exist_ok=True)
     return subprocess.run(
-        command, cwd=directory, env=env, capture_output=True, text=True, timeout=600, start_new_session=True
+        command,
+        check=False,
+        cwd=directory,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        start_new_session=True,
     )
 
 
