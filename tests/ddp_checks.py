@@ -34,10 +34,17 @@ class RanksInSync(Callback):
             (Path(trainer.default_root_dir) / "ddp_check.json").write_text(json.dumps(report))
 
 
-class KillAtStep(Callback):
-    """SIGKILL the run's whole process group (every rank) after global step ``$KILL_AT_STEP``, as a
-    preemption would; does nothing when the variable is unset."""
+class SignalAtStep(Callback):
+    """After global step ``$SIGNAL_AT_STEP``, send the signals named in ``$SIGNALS`` (comma-separated,
+    default ``SIGKILL``) as a cluster would: ``SIGKILL`` to the run's whole process group (every
+    rank), any other signal to this process (its handler runs before the next signal). Does nothing
+    when ``$SIGNAL_AT_STEP`` is unset."""
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if trainer.global_step == int(os.environ.get("KILL_AT_STEP", "-1")):
-            os.killpg(os.getpgid(0), signal.SIGKILL)
+        if trainer.global_step != int(os.environ.get("SIGNAL_AT_STEP", "-1")):
+            return
+        for name in os.environ.get("SIGNALS", "SIGKILL").split(","):
+            number = getattr(signal, name)
+            if number == signal.SIGKILL:
+                os.killpg(os.getpgid(0), number)
+            os.kill(os.getpid(), number)

@@ -24,11 +24,11 @@ CALLBACKS = (
     " {class_path: ssl_lightning.callbacks.OnlineLinearProbe},"
     " {class_path: ssl_lightning.callbacks.OnlineKNN, init_args: {k: 3, bank_size: 64}},"
     " {class_path: ssl_lightning.callbacks.RankMe},"
-    " {class_path: tests.ddp_checks.KillAtStep}]"
+    " {class_path: tests.ddp_checks.SignalAtStep}]"
 )
 
 
-def quickstart(directory: Path, *extra: str, kill_at: int | None = None) -> subprocess.CompletedProcess:
+def quickstart(directory: Path, *extra: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     command = [
         sys.executable,
         "-m",
@@ -49,9 +49,7 @@ def quickstart(directory: Path, *extra: str, kill_at: int | None = None) -> subp
         "--data.init_args.image_size=16",
         *extra,
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    if kill_at is not None:
-        env["KILL_AT_STEP"] = str(kill_at)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), **(env or {})}
     directory.mkdir(parents=True, exist_ok=True)
     return subprocess.run(
         command,
@@ -69,15 +67,17 @@ def last_checkpoint(directory: Path) -> dict:
     return torch.load(directory / "logs/quickstart/version_0/checkpoints/last.ckpt", weights_only=True)
 
 
-def assert_kill_and_resume_is_exact(tmp_path: Path, *extra: str) -> None:
+def assert_kill_and_resume_is_exact(tmp_path: Path, *extra: str, env: dict[str, str] | None = None) -> None:
+    """Uninterrupted run vs. SIGKILL at step 10 (after the signals in ``env``, if any) + the same
+    command with ``--ckpt_path=last``."""
     write_fake_fashion_mnist(tmp_path / "data", num_train=64, num_test=16)
-    reference = quickstart(tmp_path / "uninterrupted", *extra)
+    reference = quickstart(tmp_path / "uninterrupted", *extra, env=env)
     assert reference.returncode == 0, reference.stderr[-3000:]
 
-    killed = quickstart(tmp_path / "killed", *extra, kill_at=KILLED_AT)
+    killed = quickstart(tmp_path / "killed", *extra, env={**(env or {}), "SIGNAL_AT_STEP": str(KILLED_AT)})
     assert killed.returncode == -9, killed.stderr[-3000:]
     assert last_checkpoint(tmp_path / "killed")["global_step"] == KILLED_AT // EVERY * EVERY
-    resumed = quickstart(tmp_path / "killed", *extra, "--ckpt_path=last")
+    resumed = quickstart(tmp_path / "killed", *extra, "--ckpt_path=last", env=env)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
     versions = sorted(p.name for p in (tmp_path / "killed/logs/quickstart").iterdir())
@@ -96,3 +96,20 @@ def test_sigkill_then_same_command_with_ckpt_path_last_is_exact(tmp_path):
 @pytest.mark.distributed
 def test_two_process_run_resumes_exactly(tmp_path):
     assert_kill_and_resume_is_exact(tmp_path, "--trainer.devices=2", "--trainer.strategy=ddp")
+
+
+def test_slurm_requeue_signal_saves_requeues_and_resumes_exactly(tmp_path):
+    """Under SLURM (its variables set, a stand-in ``scontrol`` on the PATH), SIGUSR1 makes Lightning's
+    SLURMEnvironment(auto_requeue=True) write ``hpc_ckpt_1.ckpt`` and call ``scontrol requeue``; the
+    requeued job's same command resumes from it (newer than last.ckpt) and ends exactly."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    scontrol = bin_dir / "scontrol"
+    scontrol.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "scontrol.log"}\n')
+    scontrol.chmod(0o755)
+    slurm = {"SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "pretrain", "SLURM_NTASKS": "1", "SLURM_NTASKS_PER_NODE": "1"}
+    slurm |= {"SLURM_NODEID": "0", "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NNODES": "1"}
+    slurm |= {"PATH": f"{bin_dir}:{os.environ['PATH']}", "SIGNALS": "SIGUSR1,SIGKILL"}
+    assert_kill_and_resume_is_exact(tmp_path, env=slurm)
+    assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "4242"]
+    assert torch.load(tmp_path / "killed/hpc_ckpt_1.ckpt", weights_only=True)["global_step"] == KILLED_AT
