@@ -7,6 +7,10 @@ of the package, plus ``export``.
     ssl-lightning fit --config examples/linear_eval.yaml --model.init_args.checkpoint=PATH
     ssl-lightning validate --config examples/knn_eval.yaml --model.init_args.checkpoint=PATH
     ssl-lightning export --checkpoint PATH --output encoder.safetensors
+    ssl-lightning fit --config examples/quickstart.yaml --ckpt_path=last   # resume after a kill
+
+Errors of ours (:mod:`ssl_lightning.errors`) print as one line and exit with status 1; ``--debug``
+(anywhere on the line) or ``SSL_LIGHTNING_DEBUG=1`` shows their traceback.
 
 The DataModule's ``channels`` and ``image_size`` are linked into the model's ``in_chans`` and
 ``image_size``, so the backbone always matches the data. The model may be any LightningModule that
@@ -15,6 +19,7 @@ accepts those two arguments: the methods and the evaluation modules (``LinearEva
 
 from __future__ import annotations
 
+import os
 import sys
 
 from jsonargparse import auto_cli
@@ -36,6 +41,7 @@ from ssl_lightning.cli_checks import (
     drop_dry_run_checkpoints,
     warn_overridden_links,
 )
+from ssl_lightning.errors import is_debug, our_error
 from ssl_lightning.evaluation import export_encoder  # (also registers the methods' and evaluations' short names)
 
 EXPORT = "export"
@@ -106,8 +112,22 @@ def export_command(args: list[str]) -> None:
 
 def main(args: list[str] | None = None) -> None:
     """Entry point of ``ssl-lightning`` and ``python -m ssl_lightning`` (returns nothing: a console
-    script's return value becomes its exit status)."""
-    run(args)
+    script's return value becomes its exit status). An :class:`~ssl_lightning.errors.SSLLightningError`
+    (raised, or the cause of what was raised) is printed as ``error: <message>`` and exits with status 1,
+    unless the command asks for ``--debug``."""
+    command = sys.argv[1:] if args is None else list(args)
+    debug = is_debug(command, dict(os.environ))
+    command = [argument for argument in command if argument != "--debug"]
+    if args is None:
+        sys.argv[1:] = command
+    try:
+        run(None if args is None else command)
+    except Exception as error:
+        ours = None if debug else our_error(error)
+        if ours is None:
+            raise
+        print(f"error: {ours}\n(--debug shows the traceback)", file=sys.stderr)
+        sys.exit(1)
 
 
 def run(args: list[str] | None = None) -> SSLLightningCLI | None:

@@ -213,6 +213,29 @@ def test_truncated_image_is_an_error_naming_the_file(tmp_path, num_workers):
         next(iter(data.train_dataloader()))
 
 
+def test_bad_images_can_be_skipped_and_counted(tmp_path):
+    write_fake_image_folder(tmp_path, num_classes=2, train_per_class=4, val_per_class=1)
+    victims = sorted((tmp_path / "train" / "class_1").iterdir())[:2]
+    for victim in victims:
+        victim.write_bytes(victim.read_bytes()[:300])
+    data = ImageFolder(data_dir=str(tmp_path), image_size=32, batch_size=8, num_workers=0, bad_images="skip")
+    data.setup()
+    with pytest.warns(UserWarning) as caught:
+        views, labels = next(iter(data.train_dataloader()))
+    messages = [str(w.message) for w in caught if "Skipped" in str(w.message)]
+    assert len(messages) == 2 and "(2 skipped so far by this process)" in messages[-1]
+    assert {str(victim) for victim in victims} == {
+        m.split("Cannot decode the image ")[1].split(" (")[0] for m in messages
+    }
+    assert views[0].shape == (8, 3, 32, 32) and labels.shape == (8,)
+
+
+def test_bad_images_option_is_checked(tmp_path):
+    write_fake_image_folder(tmp_path, num_classes=2, train_per_class=1, val_per_class=1)
+    with pytest.raises(ValueError, match="bad_images must be 'error' or 'skip', got 'ignore'"):
+        ImageFolder(data_dir=str(tmp_path), bad_images="ignore")
+
+
 def test_image_folder_warns_of_val_classes_missing_from_train(tmp_path):
     write_fake_image_folder(tmp_path, num_classes=2, train_per_class=2, val_per_class=3)
     (tmp_path / "val" / "class_1").rename(tmp_path / "val" / "unseen")

@@ -23,6 +23,7 @@ from ssl_lightning.callbacks.outputs import (
 )
 from ssl_lightning.callbacks.ring_buffer import RingBuffer
 from ssl_lightning.distributed import gather_variable_length
+from ssl_lightning.errors import ConfigurationError
 
 # The bank's name for the labels next to the feature keys (a name no method uses for features).
 LABELS = "__labels__"
@@ -83,7 +84,7 @@ class OnlineKNN(Callback):
         self, k: int = 20, temperature: float = 0.07, bank_size: int = 16384, feature_keys: list[str] | None = None
     ) -> None:
         if k < 1 or temperature <= 0:
-            raise ValueError(f"OnlineKNN needs k ≥ 1 and temperature > 0, got k={k}, temperature={temperature}")
+            raise ConfigurationError(f"OnlineKNN needs k ≥ 1 and temperature > 0, got k={k}, temperature={temperature}")
         self.k = k
         self.temperature = temperature
         self.feature_keys = feature_keys

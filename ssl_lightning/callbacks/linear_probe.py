@@ -22,6 +22,7 @@ from ssl_lightning.callbacks.outputs import (
     outputs_features,
 )
 from ssl_lightning.distributed import is_distributed, world_size
+from ssl_lightning.errors import ConfigurationError
 
 
 class OnlineLinearProbe(Callback):
@@ -65,7 +66,7 @@ class OnlineLinearProbe(Callback):
         if self.num_classes is None:
             self.num_classes = getattr(trainer.datamodule, "num_classes", None)
         if not isinstance(self.num_classes, int) or self.num_classes < 2:
-            raise ValueError(
+            raise ConfigurationError(
                 "OnlineLinearProbe does not know the number of classes: pass num_classes=... "
                 "or use a DataModule with a `num_classes` attribute."
             )

@@ -19,6 +19,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torchvision.utils import make_grid
 
+from ssl_lightning.errors import ConfigurationError
 from ssl_lightning.masks import PAD_INDEX
 from ssl_lightning.methods.ijepa import first_view
 
@@ -50,7 +51,7 @@ def mask_overlay(
     """
     batch, channels, height, width = images.shape
     if height % grid[0] or width % grid[1]:
-        raise ValueError(f"The {grid} patch grid does not divide {height}×{width} images.")
+        raise ConfigurationError(f"The {grid} patch grid does not divide {height}×{width} images.")
     pictures = images.detach().float()
     if channels != 3:
         pictures = pictures.mean(dim=1, keepdim=True).expand(-1, 3, -1, -1)
@@ -91,7 +92,7 @@ class MaskVisualization(Callback):
 
     def __init__(self, every_n_steps: int = 500, max_images: int = 16, min_side: int = 96, tag: str = "masks") -> None:
         if every_n_steps < 1 or max_images < 1:
-            raise ValueError(f"every_n_steps and max_images must be ≥ 1, got {every_n_steps} and {max_images}")
+            raise ConfigurationError(f"every_n_steps and max_images must be ≥ 1, got {every_n_steps} and {max_images}")
         self.every_n_steps = every_n_steps
         self.max_images = max_images
         self.min_side = min_side
@@ -113,7 +114,7 @@ class MaskVisualization(Callback):
         """The ``(3, H', W')`` picture grid of the first ``max_images`` images of ``batch``."""
         masks = getattr(pl_module, "last_masks", None)
         if masks is None:
-            raise ValueError(
+            raise ConfigurationError(
                 f"MaskVisualization needs a method that keeps its last masks in `last_masks` (IJEPA, FlexPredict); "
                 f"{type(pl_module).__name__} has none."
             )

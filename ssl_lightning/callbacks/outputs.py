@@ -12,6 +12,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
 from ssl_lightning.distributed import is_distributed
+from ssl_lightning.errors import ConfigurationError, ConfigurationTypeError
 
 SINGLE_FEATURE_KEY = "features"
 
@@ -22,7 +23,7 @@ def features_by_name(features: Tensor | dict[str, Tensor], wanted: list[str] | N
     if isinstance(features, Tensor):
         return {SINGLE_FEATURE_KEY: features}
     if not isinstance(features, dict):
-        raise TypeError(
+        raise ConfigurationTypeError(
             f"The method's `features` output must be a tensor or a dict of tensors, got {type(features).__name__}"
         )
     if wanted is None:
@@ -39,7 +40,7 @@ def labels_of(batch: Any, callback: str) -> Tensor:
     """The class labels of a ``(inputs, labels)`` batch, with a clear error for unlabelled batches."""
     if isinstance(batch, (list, tuple)) and len(batch) == 2 and isinstance(batch[1], Tensor) and batch[1].ndim == 1:
         return batch[1]
-    raise ValueError(
+    raise ConfigurationError(
         f"{callback} needs batches of the form (images_or_views, labels) with a 1-D label tensor; got {type(batch).__name__}. "
         "Give the DataModule's samples a label (use -1 for unlabelled images, which the callbacks ignore)."
     )
@@ -48,7 +49,7 @@ def labels_of(batch: Any, callback: str) -> Tensor:
 def outputs_features(outputs: Any, callback: str, key: str = "features") -> Tensor | dict[str, Tensor]:
     """``outputs[key]`` of a training/validation step, with a clear error when the step did not return it."""
     if not isinstance(outputs, dict) or key not in outputs:
-        raise ValueError(
+        raise ConfigurationError(
             f"{callback} reads the `{key}` the method returns from training_step/validation_step, "
             f'but the step returned no {{"{key}": ...}} dict.'
         )

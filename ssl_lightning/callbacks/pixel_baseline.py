@@ -7,6 +7,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
 
+from ssl_lightning.errors import ConfigurationError
 from ssl_lightning.evaluation.encoding import subset_loader, training_images
 from ssl_lightning.evaluation.frozen_probes import encode, linear_probe_accuracy
 from ssl_lightning.evaluation.pretrained import representation
@@ -32,7 +33,7 @@ class PixelBaselineReport(Callback):
 
     def __init__(self, train_images: int = 10_000, tolerance: float = 1e-3, seed: int = 0) -> None:
         if train_images < 1:
-            raise ValueError(f"train_images must be positive, got {train_images}")
+            raise ConfigurationError(f"train_images must be positive, got {train_images}")
         self.train_images, self.tolerance, self.seed = train_images, tolerance, seed
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:

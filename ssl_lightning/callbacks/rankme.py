@@ -16,6 +16,7 @@ from torch import Tensor
 from ssl_lightning.callbacks.outputs import features_by_name, metric_name, outputs_features
 from ssl_lightning.callbacks.ring_buffer import RingBuffer
 from ssl_lightning.distributed import gather_variable_length
+from ssl_lightning.errors import ConfigurationError
 
 
 class CollapseWarning(UserWarning):
@@ -86,7 +87,7 @@ class RankMe(Callback):
         stop_on_collapse: bool = False,
     ) -> None:
         if every_n_epochs < 1:
-            raise ValueError(f"every_n_epochs must be ≥ 1, got {every_n_epochs}")
+            raise ConfigurationError(f"every_n_epochs must be ≥ 1, got {every_n_epochs}")
         self.output_key = output_key
         self.feature_keys = feature_keys
         self.buffer = RingBuffer(buffer_size)

@@ -7,6 +7,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ssl_lightning.errors import ConfigurationError
+
 
 class RingBuffer:
     """The last ``capacity`` rows written, of several named tensors that share one write position
@@ -19,7 +21,7 @@ class RingBuffer:
 
     def __init__(self, capacity: int) -> None:
         if capacity < 1:
-            raise ValueError(f"capacity must be ≥ 1, got {capacity}")
+            raise ConfigurationError(f"capacity must be ≥ 1, got {capacity}")
         self.capacity = capacity
         self.storage: dict[str, Tensor] = {}
         self.position = 0
@@ -36,7 +38,7 @@ class RingBuffer:
         """Write ``rows`` (same length for every name), overwriting the oldest rows once full."""
         lengths = {name: len(tensor) for name, tensor in rows.items()}
         if len(set(lengths.values())) != 1:
-            raise ValueError(f"Every named tensor needs the same number of rows, got {lengths}")
+            raise ConfigurationError(f"Every named tensor needs the same number of rows, got {lengths}")
         if not self.storage:
             self.storage = {name: tensor.new_zeros((self.capacity, *tensor.shape[1:])) for name, tensor in rows.items()}
         elif rows.keys() != self.storage.keys():
@@ -64,7 +66,7 @@ class RingBuffer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state["capacity"] != self.capacity:
-            raise ValueError(
+            raise ConfigurationError(
                 f"The saved buffer holds {state['capacity']} rows but this one is configured for {self.capacity}; "
                 "use the saved size to resume."
             )

@@ -23,13 +23,14 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 from ssl_lightning.data.sampling import ResumableSampler, SeededSamples
 from ssl_lightning.data.transforms import eval_transform
 from ssl_lightning.data.views import JointEmbeddingViews, MultiViewTransform, ViewRecipe
+from ssl_lightning.errors import ConfigurationError, SSLLightningError
 from ssl_lightning.seeding import draw_seed
 
 # torchdata 0.11's StatefulDataLoader calls a deprecated torch function at every iterator; nothing to act on.
 warnings.filterwarnings("ignore", message="'set_vital' is deprecated", category=UserWarning, module="torchdata")
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(SSLLightningError, FileNotFoundError):
     """A dataset's files are not where the DataModule looks; the message says how to get them."""
 
 
@@ -156,7 +157,7 @@ class SSLDataModule(LightningDataModule, ABC):
 
     def train_dataloader(self) -> DataLoader:
         if len(self.train_dataset) < self.batch_size:
-            raise ValueError(
+            raise ConfigurationError(
                 f"{type(self).__name__}: the training set has {len(self.train_dataset)} images, "
                 f"fewer than batch_size={self.batch_size}; with drop_last there would be no batch"
             )

@@ -5,6 +5,8 @@ from collections.abc import Callable
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from ssl_lightning.errors import ConfigurationError
+
 
 class TensorImageDataset(Dataset):
     """``(transform(images[i]), int(labels[i]))`` for ``(N, C, H, W)`` uint8 images.
@@ -15,7 +17,7 @@ class TensorImageDataset(Dataset):
 
     def __init__(self, images: Tensor, labels: Tensor, transform: Callable) -> None:
         if len(images) != len(labels):
-            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+            raise ConfigurationError(f"{len(images)} images but {len(labels)} labels")
         self.images = images
         self.labels = labels
         self.transform = transform

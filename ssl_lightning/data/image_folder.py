@@ -2,7 +2,9 @@
 ``data_dir/val/<class>/*``."""
 
 import os
+import warnings
 from pathlib import Path
+from typing import Literal
 
 from lightning.pytorch.utilities import rank_zero_warn
 from PIL import Image
@@ -12,12 +14,13 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset, pil_loader
 
 from ssl_lightning.data.base import SSLDataModule
 from ssl_lightning.data.views import ViewRecipe
+from ssl_lightning.errors import ConfigurationError, DataError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class BadImageError(ValueError):
+class BadImageError(DataError):
     """An image file that cannot be decoded: truncated, corrupt, or not an image."""
 
 
@@ -36,11 +39,30 @@ def load_rgb(path: str) -> Image.Image:
 class ClassListImageFolder(datasets.ImageFolder):
     """torchvision's ImageFolder with class indices from a given class list, so the validation
     split uses the training split's indices even if it lacks some classes, and with the file named
-    when an image cannot be decoded (:func:`load_rgb`)."""
+    when an image cannot be decoded (:func:`load_rgb`). With ``skip_bad_images`` an undecodable
+    image is replaced by the next decodable one, with a warning naming it and counting the images
+    this process has skipped so far."""
 
-    def __init__(self, root: Path, classes: list[str], transform) -> None:
+    def __init__(self, root: Path, classes: list[str], transform, skip_bad_images: bool = False) -> None:
         self.class_list = classes
+        self.skip_bad_images = skip_bad_images
+        self.skipped: set[str] = set()
         super().__init__(str(root), transform=transform, loader=load_rgb, allow_empty=True)
+
+    def __getitem__(self, index: int):
+        if not self.skip_bad_images:
+            return super().__getitem__(index)
+        for offset in range(len(self)):
+            try:
+                return super().__getitem__((index + offset) % len(self))
+            except BadImageError as error:
+                path = self.samples[(index + offset) % len(self)][0]
+                if path not in self.skipped:
+                    self.skipped.add(path)
+                    warnings.warn(
+                        f"{error} Skipped ({len(self.skipped)} skipped so far by this process).", stacklevel=2
+                    )
+        raise BadImageError(f"No image of {self.root} can be decoded ({len(self)} files).")
 
     def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
         return self.class_list, {name: index for index, name in enumerate(self.class_list)}
@@ -66,6 +88,9 @@ class ImageFolder(SSLDataModule):
         image_size: side of the training views and validation crops.
         num_classes: number of classes; ``None`` = the number of folders in ``data_dir/train``.
         seed: seed of the training order and augmentations (see :class:`SSLDataModule`).
+        bad_images: what an undecodable image (truncated, corrupt, not an image) does: ``"error"``
+            stops with a :class:`BadImageError` naming the file; ``"skip"`` uses the next image in
+            its place and warns once per file, with the count skipped so far.
     """
 
     channels = 3
@@ -83,7 +108,11 @@ class ImageFolder(SSLDataModule):
         image_size: int = 224,
         num_classes: int | None = None,
         seed: int | None = None,
+        bad_images: Literal["error", "skip"] = "error",
     ) -> None:
+        if bad_images not in ("error", "skip"):
+            raise ConfigurationError(f"bad_images must be 'error' or 'skip', got {bad_images!r}")
+        self.bad_images = bad_images
         super().__init__(
             data_dir=data_dir,
             batch_size=batch_size,
@@ -113,16 +142,17 @@ class ImageFolder(SSLDataModule):
 
     def build_datasets(self, root, train_transform, val_transform) -> tuple[Dataset, Dataset]:
         classes = self._classes()
-        train = ClassListImageFolder(root / "train", classes, train_transform)
+        skip = self.bad_images == "skip"
+        train = ClassListImageFolder(root / "train", classes, train_transform, skip)
         present = set(train.targets)
         empty = [name for index, name in enumerate(classes) if index not in present]
         if empty:
-            raise ValueError(
+            raise ConfigurationError(
                 f"ImageFolder: the class folder(s) {', '.join(empty)} of {root / 'train'} hold no image file "
                 f"({', '.join(IMG_EXTENSIONS)}): add images to them or remove them."
             )
         self._warn_unknown_val_classes(root / "val", classes)
-        return train, ClassListImageFolder(root / "val", classes, val_transform)
+        return train, ClassListImageFolder(root / "val", classes, val_transform, skip)
 
     @staticmethod
     def _warn_unknown_val_classes(val_dir: Path, classes: list[str]) -> None:

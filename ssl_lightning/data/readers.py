@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ssl_lightning.errors import DataError
+
 IDX_UBYTE = 0x08
 
 
@@ -34,13 +36,13 @@ def read_idx(path: Path) -> Tensor:
     with opener(path, "rb") as file:
         content = bytearray(file.read())
     if content[0] != 0 or content[1] != 0 or content[2] != IDX_UBYTE:
-        raise ValueError(f"{path} is not an unsigned-byte IDX file (header {bytes(content[:4])!r})")
+        raise DataError(f"{path} is not an unsigned-byte IDX file (header {bytes(content[:4])!r})")
     ndim = content[3]
     shape = [int.from_bytes(content[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     offset = 4 + 4 * ndim
     expected = int(np.prod(shape))
     if len(content) - offset != expected:
-        raise ValueError(f"{path}: header promises {expected} bytes, found {len(content) - offset}")
+        raise DataError(f"{path}: header promises {expected} bytes, found {len(content) - offset}")
     return torch.frombuffer(content, dtype=torch.uint8, offset=offset).view(shape)
 
 
@@ -74,7 +76,7 @@ def read_stl10_images(path: Path) -> Tensor:
     image_bytes = int(np.prod(STL10_SHAPE))
     size = path.stat().st_size
     if size % image_bytes:
-        raise ValueError(f"{path}: {size} bytes is not a whole number of 3x96x96 images")
+        raise DataError(f"{path}: {size} bytes is not a whole number of 3x96x96 images")
     flat = torch.from_file(str(path), shared=False, size=size, dtype=torch.uint8)
     return flat.view(-1, *STL10_SHAPE).transpose(2, 3)
 

@@ -11,6 +11,8 @@ import torch
 from torch import Tensor
 from torchvision.transforms import v2
 
+from ssl_lightning.errors import ConfigurationError
+
 SMALL_IMAGE_SIZE = 64
 """Images at most this many pixels wide get the small-image recipe: no blur, no resize at eval."""
 
@@ -30,7 +32,7 @@ def is_small_image(image_size: int) -> bool:
 def interpolation_mode(name: str) -> v2.InterpolationMode:
     """torchvision's ``InterpolationMode`` called ``name`` (one of :data:`INTERPOLATIONS`), with a clear error."""
     if name not in INTERPOLATIONS:
-        raise ValueError(f"interpolation must be one of {list(INTERPOLATIONS)}, got {name!r}")
+        raise ConfigurationError(f"interpolation must be one of {list(INTERPOLATIONS)}, got {name!r}")
     return v2.InterpolationMode(name)
 
 

@@ -21,6 +21,7 @@ from ssl_lightning.data.transforms import (
     to_normalized_float,
     with_probability,
 )
+from ssl_lightning.errors import ConfigurationError
 
 SOLARIZE_THRESHOLD = 128
 """Mid-grey on uint8 images, the scale every view pipeline works on."""
@@ -95,7 +96,7 @@ class JointEmbeddingViews(ViewRecipe):
         interpolation: Interpolation = "bicubic",
     ) -> None:
         if num_views < 1:
-            raise ValueError(f"num_views must be at least 1, got {num_views}")
+            raise ConfigurationError(f"num_views must be at least 1, got {num_views}")
         interpolation_mode(interpolation)  # a clear error now rather than at the first image
         self.interpolation = interpolation
         self.num_views = num_views

@@ -7,9 +7,7 @@ from typing import Any
 
 import torch
 
-
-class CheckpointError(ValueError):
-    """A file is not a checkpoint of the expected ssl_lightning method; the message says what it holds."""
+from ssl_lightning.errors import CheckpointError, CheckpointNotFoundError
 
 
 def describe(content: Any) -> str:
@@ -27,13 +25,13 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a Lightning checkpoint on the CPU with ``torch.load(weights_only=True)``.
 
     Raises:
-        FileNotFoundError: ``path`` does not exist.
+        CheckpointNotFoundError: ``path`` does not exist (a ``FileNotFoundError``).
         CheckpointError: the file is not a Lightning checkpoint (an exported ``.safetensors``
             encoder, a plain state dict, a file holding pickled objects of another library, ...).
     """
     path = Path(path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(
+        raise CheckpointNotFoundError(
             f"Checkpoint not found: {path}. Pass the .ckpt file a pretraining run saved, e.g. "
             "logs/<name>/version_<n>/checkpoints/<epoch-step>.ckpt."
         )

@@ -11,6 +11,7 @@ from lightning.pytorch import LightningModule, Trainer
 from torch import Tensor
 from torch.utils.data import DataLoader, Subset
 
+from ssl_lightning.errors import ConfigurationError
 from ssl_lightning.methods.ijepa import first_view
 
 DEFAULT_BATCH_SIZE = 256
@@ -26,7 +27,7 @@ def training_images(trainer: Trainer, evaluation: str) -> DataLoader:
     """
     datamodule = trainer.datamodule
     if datamodule is None:
-        raise ValueError(f"{evaluation} encodes the training images: run it with a DataModule.")
+        raise ConfigurationError(f"{evaluation} encodes the training images: run it with a DataModule.")
     return getattr(datamodule, "train_eval_dataloader", datamodule.train_dataloader)()
 
 

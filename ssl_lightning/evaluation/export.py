@@ -22,13 +22,14 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 import ssl_lightning
+from ssl_lightning.errors import CheckpointError, CheckpointNotFoundError, ConfigurationError
 from ssl_lightning.evaluation.pretrained import load_pretrained
 from ssl_lightning.evaluation.timm_weights import TimmEncoder, create_timm_model
 
 SIDECAR_FORMAT = "ssl_lightning.encoder/1"
 
 
-class ArchitectureMismatchError(ValueError):
+class ArchitectureMismatchError(CheckpointError):
     """The encoder in a checkpoint or export is not the architecture the caller asked for."""
 
 
@@ -91,7 +92,7 @@ def export_encoder(
     """
     output = Path(output).expanduser()
     if output.suffix != ".safetensors":
-        raise ValueError(f"The export is a safetensors file: name it *.safetensors, got {output}")
+        raise ConfigurationError(f"The export is a safetensors file: name it *.safetensors, got {output}")
     pretrained = load_pretrained(checkpoint, method)
     timm_encoder = pretrained.as_timm(encoder)
     check_architecture(timm_encoder.architecture, architecture, pretrained.path)
@@ -126,12 +127,12 @@ def read_sidecar(weights: str | Path) -> dict[str, Any]:
     weights = Path(weights).expanduser()
     sidecar = sidecar_path(weights)
     if not weights.with_suffix(".safetensors").is_file() or not sidecar.is_file():
-        raise FileNotFoundError(
+        raise CheckpointNotFoundError(
             f"No exported encoder at {weights}: export_encoder writes <name>.safetensors and <name>.json side by side."
         )
     content = json.loads(sidecar.read_text())
     if content.get("format") != SIDECAR_FORMAT:
-        raise ValueError(f"{sidecar} is not an ssl_lightning encoder sidecar (format {content.get('format')!r}).")
+        raise CheckpointError(f"{sidecar} is not an ssl_lightning encoder sidecar (format {content.get('format')!r}).")
     return content
 
 

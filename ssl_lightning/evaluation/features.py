@@ -8,6 +8,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from ssl_lightning.errors import ConfigurationError
 from ssl_lightning.nn.vit import MaskedViTEncoder
 
 ViTPool = Literal["avg", "last4"]
@@ -27,10 +28,12 @@ class ViTFeatures(nn.Module):
     def __init__(self, encoder: MaskedViTEncoder, pool: ViTPool = "avg") -> None:
         super().__init__()
         if pool not in ("avg", "last4"):
-            raise ValueError(f"pool must be 'avg' or 'last4', got {pool!r}")
+            raise ConfigurationError(f"pool must be 'avg' or 'last4', got {pool!r}")
         depth = len(encoder.vit.blocks)
         if pool == "last4" and depth < LAST_LAYERS:
-            raise ValueError(f"pool='last4' needs an encoder with at least {LAST_LAYERS} blocks, this one has {depth}")
+            raise ConfigurationError(
+                f"pool='last4' needs an encoder with at least {LAST_LAYERS} blocks, this one has {depth}"
+            )
         self.encoder = encoder
         self.pool = pool
 
@@ -57,7 +60,7 @@ def encoder_pool(pools: Sequence[ViTPool | None]) -> ViTPool | None:
     if "last4" in pools:
         return "last4"
     if len(set(pools)) != 1:
-        raise ValueError(f"expected one pooling, or 'last4' among them, got {list(pools)}")
+        raise ConfigurationError(f"expected one pooling, or 'last4' among them, got {list(pools)}")
     return pools[0]
 
 
@@ -72,4 +75,4 @@ def select_pool(features: Tensor, computed: ViTPool | None, pool: ViTPool | None
         return features
     if computed == "last4" and pool == "avg":
         return features[:, -(features.shape[1] // LAST_LAYERS) :]
-    raise ValueError(f"pool={pool!r} features cannot be read from pool={computed!r} features")
+    raise ConfigurationError(f"pool={pool!r} features cannot be read from pool={computed!r} features")

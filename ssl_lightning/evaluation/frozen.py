@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from ssl_lightning.errors import ConfigurationError
 from ssl_lightning.evaluation.pretrained import load_pretrained
 from ssl_lightning.nn.backbone import probe_feature_dim
 
@@ -50,7 +51,7 @@ def load_frozen_encoder(
     """
     pretrained = load_pretrained(checkpoint, method)
     if in_chans is not None and in_chans != pretrained.in_chans:
-        raise ValueError(
+        raise ConfigurationError(
             f"{pretrained.path} holds a {pretrained.name} encoder trained on {pretrained.in_chans}-channel images, "
             f"but the evaluation data has {in_chans} channels. Evaluate it on data like its pretraining data."
         )

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from torchmetrics.aggregation import MeanMetric
 
 from ssl_lightning.callbacks.knn import knn_votes
+from ssl_lightning.errors import ConfigurationError
 from ssl_lightning.evaluation.encoding import encode_labelled, limited_batches, training_images
 from ssl_lightning.evaluation.frozen import load_frozen_encoder
 
@@ -59,7 +60,9 @@ class KNNEval(LightningModule):
     ) -> None:
         super().__init__()
         if not k or min(k) < 1 or temperature <= 0:
-            raise ValueError(f"KNNEval needs k values ≥ 1 and temperature > 0, got k={k}, temperature={temperature}")
+            raise ConfigurationError(
+                f"KNNEval needs k values ≥ 1 and temperature > 0, got k={k}, temperature={temperature}"
+            )
         self.save_hyperparameters()
         self.encoder, _ = load_frozen_encoder(checkpoint, method, encoder, pool, stage, in_chans, image_size)
         self.ks = sorted(set(k))
@@ -76,7 +79,7 @@ class KNNEval(LightningModule):
         loader = limited_batches(self.trainer, training_images(self.trainer, "KNNEval"))
         self.bank, self.bank_labels = encode_labelled(self, loader)
         if not len(self.bank_labels):
-            raise ValueError("KNNEval found no labelled training image (every label is -1): the bank is empty.")
+            raise ConfigurationError("KNNEval found no labelled training image (every label is -1): the bank is empty.")
         rank_zero_info(f"KNNEval: a bank of {len(self.bank_labels)} training features of size {self.bank.shape[1]}")
 
     def validation_step(self, batch, batch_idx: int) -> None:

@@ -14,6 +14,7 @@ from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from ssl_lightning.errors import ConfigurationError
 from ssl_lightning.evaluation.features import encoder_pool, select_pool
 from ssl_lightning.evaluation.frozen import load_frozen_encoder
 from ssl_lightning.evaluation.linear_heads import HeadType, head_specs, linear_head
@@ -130,7 +131,7 @@ class LinearEval(SSLMethod):
     def build_heads(self, num_classes: int) -> None:
         """The classifiers, their accuracy metrics and best accuracies, for ``num_classes`` classes."""
         if num_classes < 2:
-            raise ValueError(f"LinearEval needs at least 2 classes, got num_classes={num_classes}")
+            raise ConfigurationError(f"LinearEval needs at least 2 classes, got num_classes={num_classes}")
         probe = torch.zeros(1, self.feature_dim)
         self.heads = nn.ModuleDict(
             {
@@ -161,7 +162,7 @@ class LinearEval(SSLMethod):
             return
         num_classes = getattr(self.trainer.datamodule, "num_classes", None)
         if num_classes is None:
-            raise ValueError(
+            raise ConfigurationError(
                 "LinearEval does not know the number of classes: pass num_classes=... "
                 "or use a DataModule with a `num_classes` attribute."
             )

@@ -14,6 +14,7 @@ from typing import Literal, get_args
 
 from torch import nn
 
+from ssl_lightning.errors import ConfigurationError
 from ssl_lightning.evaluation.features import ViTPool
 
 HeadType = Literal["bn_linear", "linear"]
@@ -33,7 +34,7 @@ def linear_head(head_type: str, in_features: int, num_classes: int) -> nn.Sequen
     The last module is always the linear layer.
     """
     if head_type not in HEAD_TYPES:
-        raise ValueError(f"head_type must be one of {list(HEAD_TYPES)}, got {head_type!r}")
+        raise ConfigurationError(f"head_type must be one of {list(HEAD_TYPES)}, got {head_type!r}")
     linear = nn.Linear(in_features, num_classes)
     nn.init.normal_(linear.weight, std=LINEAR_INIT_STD)
     nn.init.zeros_(linear.bias)
@@ -64,12 +65,12 @@ def head_specs(head_type: str | Sequence[str], pool: str | Sequence[str] | None)
     head_types, pools = as_list(head_type), as_list(pool)
     for name, values, known in (("head_type", head_types, HEAD_TYPES), ("pool", pools, POOLS)):
         if not values or len(set(values)) != len(values):
-            raise ValueError(f"{name} must be one value or a list of distinct values, got {values!r}")
+            raise ConfigurationError(f"{name} must be one value or a list of distinct values, got {values!r}")
         unknown = [value for value in values if value is not None and value not in known]
         if unknown:
-            raise ValueError(f"{name} must be among {list(known)}, got {unknown!r}")
+            raise ConfigurationError(f"{name} must be among {list(known)}, got {unknown!r}")
     if None in pools and len(pools) > 1:
-        raise ValueError(f"pool must be None (non-JEPA encoders) or a list of poolings, got {pools!r}")
+        raise ConfigurationError(f"pool must be None (non-JEPA encoders) or a list of poolings, got {pools!r}")
     return [
         HeadSpec(head_type if pool is None else f"{head_type}_{pool}", head_type, pool)
         for head_type in head_types

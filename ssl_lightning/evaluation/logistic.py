@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ssl_lightning.errors import ConfigurationError
+
 
 @dataclass(frozen=True)
 class LogisticFit:
@@ -86,20 +88,20 @@ def fit_logistic_regression(
         The fitted weights in ``dtype`` on ``device``, and how the solve ended.
     """
     if features.ndim != 2 or labels.shape != features.shape[:1]:
-        raise ValueError(
+        raise ConfigurationError(
             f"fit_logistic_regression needs (N, D) features and (N,) labels, got features of shape "
             f"{tuple(features.shape)} and labels of shape {tuple(labels.shape)}."
         )
     if not len(labels):
-        raise ValueError("fit_logistic_regression needs at least one training sample, got none.")
+        raise ConfigurationError("fit_logistic_regression needs at least one training sample, got none.")
     num_classes = int(labels.max()) + 1 if num_classes is None else num_classes
     if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
-        raise ValueError(
+        raise ConfigurationError(
             f"Labels must lie in [0, {num_classes}), got values from {int(labels.min())} to {int(labels.max())}; "
             "drop unlabelled samples (label -1) before fitting."
         )
     if l2 < 0 or tolerance <= 0 or max_iterations < 1:
-        raise ValueError(
+        raise ConfigurationError(
             f"fit_logistic_regression needs l2 ≥ 0, tolerance > 0 and max_iterations ≥ 1, "
             f"got l2={l2}, tolerance={tolerance}, max_iterations={max_iterations}."
         )

@@ -13,6 +13,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torchmetrics.aggregation import MeanMetric
 
+from ssl_lightning.errors import ConfigurationError
 from ssl_lightning.evaluation.encoding import encode_labelled, subset_loader, training_images
 from ssl_lightning.evaluation.frozen import load_frozen_encoder
 from ssl_lightning.evaluation.logistic import LogisticFit, fit_logistic_regression
@@ -119,9 +120,9 @@ class LowShotEval(LightningModule):
         self.label_fraction = None if samples_per_class is not None else label_fraction
         check_subset_size(self.label_fraction, samples_per_class)
         if standardize not in ("train", "per_split", "none"):
-            raise ValueError(f"standardize must be 'train', 'per_split' or 'none', got {standardize!r}.")
+            raise ConfigurationError(f"standardize must be 'train', 'per_split' or 'none', got {standardize!r}.")
         if l2 <= 0:
-            raise ValueError(f"LowShotEval needs l2 > 0 (0.0025 in I-JEPA/StoP), got l2={l2}.")
+            raise ConfigurationError(f"LowShotEval needs l2 > 0 (0.0025 in I-JEPA/StoP), got l2={l2}.")
         self.save_hyperparameters()
         self.encoder, _ = load_frozen_encoder(checkpoint, method, encoder, pool, stage, in_chans, image_size)
         self.dtype_of_fit = torch.float64 if double_precision else torch.float32

@@ -19,6 +19,7 @@ from typing import Any
 from torch import nn
 
 import ssl_lightning.methods
+from ssl_lightning.errors import ConfigurationError
 from ssl_lightning.evaluation.checkpoints import CheckpointError, read_checkpoint
 from ssl_lightning.evaluation.features import ViTFeatures
 from ssl_lightning.evaluation.timm_weights import TimmEncoder, backbone_as_timm, vit_as_timm
@@ -86,12 +87,14 @@ def representation(method: SSLMethod, trainable: bool = False) -> nn.Module:
     ``trainable`` the first of its encoders whose weights train (JEPA: the context encoder)."""
     spec = METHODS.get(type(method).__name__)
     if spec is None:
-        raise ValueError(f"{type(method).__name__} is not one of the methods with encoders: {', '.join(METHODS)}.")
+        raise ConfigurationError(
+            f"{type(method).__name__} is not one of the methods with encoders: {', '.join(METHODS)}."
+        )
     for name in spec.encoders:
         encoder = spec.features(method, name, None, None)
         if not trainable or any(p.requires_grad for p in encoder.parameters()):
             return encoder
-    raise ValueError(f"{type(method).__name__} has no encoder with trainable weights.")
+    raise ConfigurationError(f"{type(method).__name__} has no encoder with trainable weights.")
 
 
 @dataclass
@@ -125,7 +128,7 @@ class Pretrained:
         if encoder is None:
             return self.spec.encoders[0]
         if encoder not in self.spec.encoders:
-            raise ValueError(
+            raise ConfigurationError(
                 f"{self.path} holds a {self.name} checkpoint, whose encoders are {list(self.spec.encoders)}; "
                 f"got encoder={encoder!r}."
             )
@@ -142,10 +145,10 @@ class Pretrained:
         spec = self.spec
         if pool is not None and pool not in spec.pools:
             rule = f"pool must be one of {list(spec.pools)}" if spec.pools else "pool applies to JEPA methods only"
-            raise ValueError(f"{self.path} holds a {self.name} checkpoint: {rule}, got pool={pool!r}.")
+            raise ConfigurationError(f"{self.path} holds a {self.name} checkpoint: {rule}, got pool={pool!r}.")
         if stage is not None and not 1 <= stage <= spec.stages:
             rule = f"stage must be in 1..{spec.stages}" if spec.stages else "stage applies to blockwise methods only"
-            raise ValueError(f"{self.path} holds a {self.name} checkpoint: {rule}, got stage={stage}.")
+            raise ConfigurationError(f"{self.path} holds a {self.name} checkpoint: {rule}, got stage={stage}.")
         return spec.features(self.method, self.encoder_name(encoder), pool, stage)
 
     def as_timm(self, encoder: str | None = None) -> TimmEncoder:
@@ -212,7 +215,7 @@ def load_pretrained(checkpoint: str | Path, method: str | None = None) -> Pretra
     """
     path = Path(checkpoint).expanduser()
     if method is not None and method not in METHODS:
-        raise ValueError(f"Unknown method {method!r}; the methods with encoders are {', '.join(METHODS)}.")
+        raise ConfigurationError(f"Unknown method {method!r}; the methods with encoders are {', '.join(METHODS)}.")
     content = read_checkpoint(path)
     names = candidate_methods(content, path)
     if method is not None:

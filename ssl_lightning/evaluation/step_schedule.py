@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ssl_lightning.errors import ConfigurationError
+
 
 def step_decay(step: int, milestones: Sequence[int], steps_per_epoch: int, gamma: float) -> float:
     """``gamma`` to the power of the milestones reached at optimizer step ``step`` (counted from 0):
@@ -23,11 +25,11 @@ def check_milestones(milestones: Sequence[int] | None, gamma: float, final_lr_fa
         or any(not isinstance(m, int) or m < 1 for m in milestones)
         or milestones != sorted(set(milestones))
     ):
-        raise ValueError(f"lr_milestones must be increasing epochs ≥ 1, got {milestones!r}")
+        raise ConfigurationError(f"lr_milestones must be increasing epochs ≥ 1, got {milestones!r}")
     if gamma <= 0:
-        raise ValueError(f"lr_gamma must be > 0, got {gamma}")
+        raise ConfigurationError(f"lr_gamma must be > 0, got {gamma}")
     if final_lr_factor != 0.0:
-        raise ValueError(
+        raise ConfigurationError(
             f"final_lr_factor={final_lr_factor} sets the end of the cosine schedule, which lr_milestones replaces; "
             "leave it at 0 with lr_milestones."
         )

@@ -7,6 +7,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
+from ssl_lightning.errors import ConfigurationError
+
 
 def dataset_labels(dataset: Dataset) -> Tensor:
     """The ``(N,)`` labels of a map-style dataset, read without loading its images where the dataset
@@ -28,14 +30,14 @@ def check_subset_size(label_fraction: float | None, samples_per_class: int | Non
     """Raise ``ValueError`` unless exactly one of ``label_fraction`` (in (0, 1]) and ``samples_per_class``
     (≥ 1) is given."""
     if (label_fraction is None) == (samples_per_class is None):
-        raise ValueError(
+        raise ConfigurationError(
             f"Give one of label_fraction and samples_per_class, got label_fraction={label_fraction}, "
             f"samples_per_class={samples_per_class}."
         )
     if label_fraction is not None and not 0 < label_fraction <= 1:
-        raise ValueError(f"label_fraction must be in (0, 1] (0.01 for 1% of the labels), got {label_fraction}.")
+        raise ConfigurationError(f"label_fraction must be in (0, 1] (0.01 for 1% of the labels), got {label_fraction}.")
     if samples_per_class is not None and samples_per_class < 1:
-        raise ValueError(f"samples_per_class must be at least 1, got {samples_per_class}.")
+        raise ConfigurationError(f"samples_per_class must be at least 1, got {samples_per_class}.")
 
 
 def class_balanced_subset(
@@ -60,7 +62,7 @@ def class_balanced_subset(
     labels = torch.as_tensor(labels, dtype=torch.long).cpu()
     classes, counts = labels[labels >= 0].unique(return_counts=True)
     if not len(classes):
-        raise ValueError("No labelled sample (every label is -1): a labelled subset needs labels.")
+        raise ConfigurationError("No labelled sample (every label is -1): a labelled subset needs labels.")
     generator = torch.Generator().manual_seed(seed)
     quotas = (
         torch.full_like(counts, samples_per_class)
@@ -70,7 +72,7 @@ def class_balanced_subset(
     short = (counts < quotas).nonzero().flatten()
     if len(short):
         worst = int(short[0])
-        raise ValueError(
+        raise ConfigurationError(
             f"Class {int(classes[worst])} has {int(counts[worst])} labelled samples, fewer than the "
             f"{int(quotas[worst])} the subset takes from it ({len(short)} classes are short): lower "
             "samples_per_class or label_fraction."
@@ -88,7 +90,7 @@ def fraction_quotas(counts: Tensor, fraction: float, generator: torch.Generator)
     """Samples per class for ``round(fraction · counts.sum())`` samples spread evenly (±1) over the classes."""
     total, num_classes = round(fraction * int(counts.sum())), len(counts)
     if total < num_classes:
-        raise ValueError(
+        raise ConfigurationError(
             f"A label fraction of {fraction} of {int(counts.sum())} labelled samples is {total} samples, fewer "
             f"than the {num_classes} classes: raise label_fraction or set samples_per_class."
         )
@@ -96,7 +98,7 @@ def fraction_quotas(counts: Tensor, fraction: float, generator: torch.Generator)
     with_room = (counts > quotas).nonzero().flatten()
     extra = total - int(quotas.sum())
     if extra > len(with_room):
-        raise ValueError(
+        raise ConfigurationError(
             f"{total} samples cannot be spread evenly over the {num_classes} classes: {extra} classes need "
             f"{total // num_classes + 1} samples but only {len(with_room)} have that many. Lower label_fraction "
             "or set samples_per_class."

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from ssl_lightning.distributed import all_reduce_sum_with_grad, world_size
+from ssl_lightning.errors import ConfigurationError
 
 BATCH_NORM_EPS = 1e-5
 
@@ -57,13 +58,13 @@ def barlow_twins_loss(
     float32 with autocast disabled: the D×D correlation is too coarse in bf16.
     """
     if z1.shape != z2.shape or z1.ndim != 2:
-        raise ValueError(
+        raise ConfigurationError(
             f"Barlow Twins expects two (N, D) embeddings of equal shape, got {tuple(z1.shape)} and {tuple(z2.shape)}"
         )
     reduce = gather_distributed and world_size() > 1
     global_size = z1.shape[0] * (world_size() if reduce else 1)
     if global_size < 2:
-        raise ValueError("Barlow Twins' batch normalisation needs at least 2 samples in the (global) batch")
+        raise ConfigurationError("Barlow Twins' batch normalisation needs at least 2 samples in the (global) batch")
     with torch.autocast(device_type=z1.device.type, enabled=False):
         z1 = batch_standardize(z1.float(), global_size, eps, reduce)
         z2 = batch_standardize(z2.float(), global_size, eps, reduce)

@@ -17,6 +17,8 @@ from typing import Literal
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ssl_lightning.errors import ConfigurationError
+
 JEPALossKind = Literal["smooth_l1", "mse"]
 
 ELEMENTWISE_LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
@@ -28,7 +30,7 @@ ELEMENTWISE_LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
 def elementwise_loss(kind: JEPALossKind) -> Callable[[Tensor, Tensor], Tensor]:
     """The mean-reduced loss function named ``kind``, with a clear error for unknown names."""
     if kind not in ELEMENTWISE_LOSSES:
-        raise ValueError(f"Unknown JEPA loss {kind!r}: use one of {sorted(ELEMENTWISE_LOSSES)}.")
+        raise ConfigurationError(f"Unknown JEPA loss {kind!r}: use one of {sorted(ELEMENTWISE_LOSSES)}.")
     return ELEMENTWISE_LOSSES[kind]
 
 
@@ -43,7 +45,7 @@ def jepa_loss(predictions: Tensor, targets: Tensor, kind: JEPALossKind = "smooth
     Computed in float32 whatever the autocast dtype.
     """
     if predictions.shape != targets.shape:
-        raise ValueError(
+        raise ConfigurationError(
             f"JEPA predictions and targets must have equal shapes, got {tuple(predictions.shape)} "
             f"and {tuple(targets.shape)}"
         )

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ssl_lightning.distributed import gather_with_grad
+from ssl_lightning.errors import ConfigurationError
 
 
 def variance_loss(z: Tensor, eps: float = 1e-4) -> Tensor:
@@ -54,7 +55,7 @@ def vicreg_loss(
     would still run the covariance matmul in bf16, which loses too much precision for large embeddings.
     """
     if z1.shape != z2.shape or z1.ndim != 2:
-        raise ValueError(
+        raise ConfigurationError(
             f"VICReg expects two (N, D) embeddings of equal shape, got {tuple(z1.shape)} and {tuple(z2.shape)}"
         )
     with torch.autocast(device_type=z1.device.type, enabled=False):
@@ -63,7 +64,7 @@ def vicreg_loss(
         if gather_distributed:
             z1, z2 = gather_with_grad(z1), gather_with_grad(z2)
         if z1.shape[0] < 2:
-            raise ValueError("VICReg's variance and covariance need at least 2 samples in the (global) batch")
+            raise ConfigurationError("VICReg's variance and covariance need at least 2 samples in the (global) batch")
         variance = (variance_loss(z1, eps) + variance_loss(z2, eps)) / 2
         covariance = covariance_loss(z1) + covariance_loss(z2)
         loss = invariance_weight * invariance + variance_weight * variance + covariance_weight * covariance

@@ -15,6 +15,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from ssl_lightning.errors import ConfigurationError
 from ssl_lightning.masks.block_size import Size, block_size, lerp
 from ssl_lightning.masks.rectangles import indices_to_mask, rectangle_indices
 from ssl_lightning.masks.validation import (
@@ -55,15 +56,15 @@ def _check_full_context(full_context: bool, reference: bool, context_subset: Con
     """Reject ``full_context`` together with an option that it contradicts, as
     :func:`~ssl_lightning.masks.validation.sampling_options` rejects contradicting options."""
     if type(full_context) is not bool:
-        raise ValueError(f"full_context must be True or False, got {full_context!r}.")
+        raise ConfigurationError(f"full_context must be True or False, got {full_context!r}.")
     if full_context and reference:
-        raise ValueError(
+        raise ConfigurationError(
             "full_context=True keeps every context patch, but reference=True (IJEPA: "
             "reference_masks=True) reproduces the official code exactly, which cuts every context "
             "to the batch's shortest. Drop one of the two."
         )
     if full_context and context_subset is not None:
-        raise ValueError(
+        raise ConfigurationError(
             f"context_subset={context_subset!r} chooses the patches that survive the cut to the "
             "batch's shortest context, but full_context=True cuts nothing. Leave context_subset unset."
         )
@@ -199,7 +200,7 @@ class MultiBlockMaskSampler:
         image = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
         patch = (patch_size, patch_size) if isinstance(patch_size, int) else tuple(patch_size)
         if any(i % p for i, p in zip(image, patch)):
-            raise ValueError(
+            raise ConfigurationError(
                 f"image_size {image} is not a multiple of patch_size {patch}: the patch grid "
                 "would drop pixels. Resize or crop the images to a multiple of the patch size."
             )
@@ -246,7 +247,7 @@ class MultiBlockMaskSampler:
                     context_mask,
                 )
         (th, tw), (ch, cw) = target_size, context_size
-        raise ValueError(
+        raise ConfigurationError(
             f"After {self.max_tries} draws, {len(redraw)} of {batch_size} images still keep at "
             f"most min_keep={self.min_keep} context patches once {self.num_targets} target "
             f"blocks of {th}×{tw} are removed from a {ch}×{cw} context block on a {height}×{width} "

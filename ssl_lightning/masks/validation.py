@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
+from ssl_lightning.errors import ConfigurationError
 from ssl_lightning.masks.block_size import Size, possible_block_sizes
 
 CornerRange = Literal["full", "official"]
@@ -28,12 +29,12 @@ OFFICIAL_DIFFERENCES: dict[str, tuple[str | bool, str | bool]] = {
 
 def check_int(name: str, value: int, minimum: int) -> None:
     if not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+        raise ConfigurationError(f"{name} must be an integer >= {minimum}, got {value!r}.")
 
 
 def check_grid(grid: Size) -> None:
     if len(grid) != 2 or any(not isinstance(n, int) or n < 2 for n in grid):
-        raise ValueError(
+        raise ConfigurationError(
             f"grid_size must be two integers >= 2 (height, width in patches), got {grid!r}: "
             "blocks are shrunk to at most (height - 1) × (width - 1), so a grid needs two rows "
             "and two columns. Use larger images or a smaller patch_size."
@@ -45,7 +46,9 @@ def check_range(name: str, value_range: tuple[float, float], upper: float) -> No
     low, high = value_range
     if not 0 < low <= high <= upper:
         bound = "1" if upper == 1 else "inf"
-        raise ValueError(f"{name} must be a range (low, high) with 0 < low <= high <= {bound}, got {value_range!r}.")
+        raise ConfigurationError(
+            f"{name} must be a range (low, high) with 0 < low <= high <= {bound}, got {value_range!r}."
+        )
 
 
 def sampling_options(reference: bool, **options: str | bool | None) -> dict[str, str | bool]:
@@ -56,7 +59,7 @@ def sampling_options(reference: bool, **options: str | bool | None) -> dict[str,
     each option.
     """
     if type(reference) is not bool:  # a value error like the options': "yes" is not True
-        raise ValueError(f"reference must be True or False, got {reference!r}.")
+        raise ConfigurationError(f"reference must be True or False, got {reference!r}.")
     resolved = {}
     for name, value in options.items():
         official, ours = OFFICIAL_DIFFERENCES[name]
@@ -64,12 +67,12 @@ def sampling_options(reference: bool, **options: str | bool | None) -> dict[str,
             resolved[name] = official if reference else ours
             continue
         if value not in (official, ours) or type(value) is not type(official):
-            raise ValueError(
+            raise ConfigurationError(
                 f"{name} must be {ours!r} (our default), {official!r} (the official code's) or None "
                 f"(follow reference), got {value!r}."
             )
         if reference and value != official:
-            raise ValueError(
+            raise ConfigurationError(
                 f"reference=True (IJEPA: reference_masks=True) reproduces the official code exactly, "
                 f"which has {name}={official!r}, but {name}={value!r} was given. Leave {name} unset with reference=True, or drop "
                 "reference and set the three options yourself (corner_range='full', "
@@ -109,7 +112,7 @@ def check_feasible(
     ):
         h, w = min(sizes, key=lambda size: (math.prod(size), size))
         if h * w <= min_keep:
-            raise ValueError(
+            raise ConfigurationError(
                 f"On a {grid[0]}×{grid[1]} patch grid, {role} blocks can be as small as {h}×{w} = "
                 f"{h * w} patches, which is not more than min_keep={min_keep}: such a mask can "
                 f"never be accepted. Lower min_keep, {fix}, or use a finer patch grid."
@@ -120,7 +123,7 @@ def check_feasible(
         for target in target_sizes:
             kept = _best_context_kept(grid, context, target, corner_range)
             if kept <= min_keep:
-                raise ValueError(
+                raise ConfigurationError(
                     f"On a {grid[0]}×{grid[1]} patch grid, a {context[0]}×{context[1]} context "
                     f"block keeps at most {kept} patches once {target[0]}×{target[1]} target "
                     f"blocks are removed, which is not more than min_keep={min_keep}. Lower "

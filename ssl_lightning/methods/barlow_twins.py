@@ -9,6 +9,7 @@ import torch
 from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
 
+from ssl_lightning.errors import ConfigurationError
 from ssl_lightning.losses.barlow_twins import BarlowTwinsLoss
 from ssl_lightning.methods.base import base_arguments, weight_decay_groups
 from ssl_lightning.methods.joint_embedding import JointEmbeddingMethod
@@ -75,7 +76,7 @@ class BarlowTwins(JointEmbeddingMethod):
         )
         self.loss_fn = BarlowTwinsLoss(off_diagonal_weight, loss_scale)
         if bias_and_norm_lr_factor <= 0:
-            raise ValueError(f"bias_and_norm_lr_factor must be > 0, got {bias_and_norm_lr_factor}")
+            raise ConfigurationError(f"bias_and_norm_lr_factor must be > 0, got {bias_and_norm_lr_factor}")
         self.bias_and_norm_lr_factor = bias_and_norm_lr_factor
 
     def parameter_groups(self) -> list[dict]:

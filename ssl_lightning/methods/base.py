@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from torch.distributed.tensor import DTensor
 from torch.optim.lr_scheduler import LambdaLR
 
+from ssl_lightning.errors import ConfigurationError, ConfigurationTypeError, TrainingDivergedError
 from ssl_lightning.nn.schedules import warmup_cosine
 from ssl_lightning.seeding import derive_seed, draw_seed
 
@@ -59,7 +60,7 @@ def per_device_batch_size(dataloader) -> int:
     """The batch size of a training ``DataLoader``, for ``lr_reference_batch_size``."""
     size = declared_batch_size(dataloader)
     if size is None:
-        raise TypeError(
+        raise ConfigurationTypeError(
             f"lr_reference_batch_size needs the training batch size, but the train dataloader "
             f"({type(dataloader).__name__}) does not say it. Use a DataLoader with batch_size=..., or set the "
             "learning rate for your batch yourself and lr_reference_batch_size=None."
@@ -76,7 +77,7 @@ def check_batch_fits_batchnorm(module: nn.Module, dataloader, world_size: int) -
     norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     synced = world_size if any(isinstance(m, nn.SyncBatchNorm) for m in norms) else 1
     if norms and size is not None and size * synced < 2:
-        raise ValueError(
+        raise ConfigurationError(
             f"{type(module).__name__}: a training batch of {size} image per device is too small for its BatchNorm "
             "layers (projector, ResNet), which need at least 2 to normalise. Raise the batch size "
             "(--data.init_args.batch_size, at least 2 per device)."
@@ -174,20 +175,22 @@ class SSLMethod(LightningModule):
     ) -> None:
         super().__init__()
         if warmup_epochs < 0:
-            raise ValueError(f"warmup_epochs must be ≥ 0, got {warmup_epochs}")
+            raise ConfigurationError(f"warmup_epochs must be ≥ 0, got {warmup_epochs}")
         if warmup_steps is not None and (not isinstance(warmup_steps, int) or warmup_steps < 0):
-            raise ValueError(f"warmup_steps must be an integer ≥ 0 or None, got {warmup_steps!r}")
+            raise ConfigurationError(f"warmup_steps must be an integer ≥ 0 or None, got {warmup_steps!r}")
         if lr_reference_batch_size is not None and (
             not isinstance(lr_reference_batch_size, int) or lr_reference_batch_size < 1
         ):
-            raise ValueError(
+            raise ConfigurationError(
                 f"lr_reference_batch_size must be a positive integer or None, got {lr_reference_batch_size!r}"
             )
         if compile_options is not None and not isinstance(compile_options, dict):
-            raise TypeError(f"compile_options must be a dict of torch.compile arguments, got {compile_options!r}")
+            raise ConfigurationTypeError(
+                f"compile_options must be a dict of torch.compile arguments, got {compile_options!r}"
+            )
         unknown = set(compile_options or {}) - COMPILE_ARGUMENTS
         if unknown:
-            raise ValueError(
+            raise ConfigurationError(
                 f"compile_options has keys that torch.compile does not take: {sorted(unknown)}; "
                 f"use some of {sorted(COMPILE_ARGUMENTS)}."
             )
@@ -255,7 +258,7 @@ class SSLMethod(LightningModule):
         """Optimizer steps of the whole run and of the warmup, from the Trainer's settings."""
         estimated = self.trainer.estimated_stepping_batches
         if not math.isfinite(estimated):
-            raise ValueError(
+            raise ConfigurationError(
                 "The learning-rate schedule needs a known run length: set trainer.max_epochs or trainer.max_steps."
             )
         total = max(1, int(estimated))
@@ -272,7 +275,7 @@ class SSLMethod(LightningModule):
         self.loaded_train_dataloader()
         batches = trainer.num_training_batches
         if not math.isfinite(batches):
-            raise ValueError(
+            raise ConfigurationError(
                 "warmup_epochs needs the number of batches per epoch, but the training data has no length "
                 "(an iterable dataset). Give the warmup in optimizer steps instead: warmup_steps=N."
             )
@@ -355,7 +358,7 @@ class SSLMethod(LightningModule):
         before this batch."""
         if not torch.isfinite(loss).all():
             self._buffers_before_batch.restore()
-            raise FloatingPointError(
+            raise TrainingDivergedError(
                 f"{type(self).__name__}: the loss is {loss.item()} at global step {self.global_step} "
                 f"(epoch {self.current_epoch}); training stopped with the weights and the normalisation statistics "
                 "(BatchNorm running means and variances) as they were before this batch. Lower the learning rate or "
@@ -373,7 +376,7 @@ class SSLMethod(LightningModule):
         checkpoint[RUN_SEED_KEY] = self.run_seed
         bad = non_finite_tensors(checkpoint.get("state_dict", {}))
         if bad:
-            raise ValueError(
+            raise TrainingDivergedError(
                 f"{type(self).__name__}: not writing a checkpoint at global step {self.global_step}: NaN or inf in "
                 f"{len(bad)} of its tensors ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}). "
                 "Training has diverged (e.g. an infinite gradient at a finite loss): resume from an earlier "
@@ -385,7 +388,7 @@ class SSLMethod(LightningModule):
         """Raise a clear error when a batch has fewer views than the method needs."""
         if not isinstance(views, (list, tuple)) or len(views) < needed:
             got = len(views) if isinstance(views, (list, tuple)) else "a single tensor"
-            raise ValueError(
+            raise ConfigurationError(
                 f"{method} needs {needed} augmented views per image but the batch has {got}. "
                 "Use a DataModule whose view recipe makes them, e.g. views=JointEmbeddingViews(num_views=2)."
             )

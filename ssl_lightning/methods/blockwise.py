@@ -9,6 +9,7 @@ import torch
 from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
 
+from ssl_lightning.errors import ConfigurationError
 from ssl_lightning.losses.barlow_twins import BarlowTwinsLoss
 from ssl_lightning.methods.base import SSLMethod, base_arguments, weight_decay_groups
 from ssl_lightning.nn.backbone import create_backbone
@@ -87,9 +88,11 @@ class BlockwiseBarlowTwins(SSLMethod):
         super().__init__(**base_arguments(locals()))
         self.save_init_arguments()
         if len(block_lr_scales) != len(BLOCK_NAMES):
-            raise ValueError(f"block_lr_scales needs one factor per block (4), got {list(block_lr_scales)}")
+            raise ConfigurationError(f"block_lr_scales needs one factor per block (4), got {list(block_lr_scales)}")
         if noise_std < 0 or noise_mode not in ("all", "hw"):
-            raise ValueError(f"noise_std must be ≥ 0 and noise_mode 'all' or 'hw', got {noise_std}, {noise_mode!r}")
+            raise ConfigurationError(
+                f"noise_std must be ≥ 0 and noise_mode 'all' or 'hw', got {noise_std}, {noise_mode!r}"
+            )
         self.noise_std, self.noise_mode, self.block_lr_scales = noise_std, noise_mode, list(block_lr_scales)
         self.backbone, _ = create_backbone(backbone, in_chans, image_size, small_image_stem, backbone_kwargs)
         if isinstance(getattr(self.backbone, "fc", None), nn.Linear):

@@ -12,6 +12,7 @@ from lightning.pytorch.strategies import FSDPStrategy
 from torch import Tensor, nn
 from torch.distributed.device_mesh import DeviceMesh
 
+from ssl_lightning.errors import ConfigurationError, ConfigurationTypeError
 from ssl_lightning.losses.jepa import JEPALoss, JEPALossKind
 from ssl_lightning.masks.multiblock import PAD_INDEX, ContextSubset, CornerRange, MultiBlockMaskSampler
 from ssl_lightning.methods.base import SSLMethod, base_arguments
@@ -34,7 +35,7 @@ def first_view(views: Tensor | Sequence[Tensor]) -> Tensor:
     if isinstance(views, Tensor):
         return views
     if not isinstance(views, Sequence) or len(views) == 0:
-        raise ValueError(
+        raise ConfigurationError(
             f"JEPA methods need a batch of images (B, C, H, W) or a list of views, got {type(views).__name__}"
         )
     return views[0]
@@ -60,14 +61,14 @@ def jepa_encoder(
     if isinstance(backbone, MaskedViTEncoder):
         built_for = tuple(backbone.vit.patch_embed.img_size)
         if built_for != (image_size, image_size):
-            raise ValueError(
+            raise ConfigurationError(
                 f"The MaskedViTEncoder was built for {built_for} images but image_size is {image_size}: "
                 "the masks and the predictor's positions use the encoder's patch grid. Build it with "
                 f"img_size={image_size} or pass image_size={built_for[0]}."
             )
         return backbone
     if backbone is not None and not isinstance(backbone, str):
-        raise TypeError(
+        raise ConfigurationTypeError(
             f"I-JEPA needs a ViT encoder that can encode a subset of patches, got {type(backbone).__name__}. "
             "Pass a timm ViT name (e.g. 'vit_base_patch16_224'), None with ViT sizes, or a MaskedViTEncoder."
         )
@@ -230,7 +231,7 @@ class IJEPA(SSLMethod):
         self.ema_momentum = tuple(ema_momentum)
         self.weight_decay = None if weight_decay is None else tuple(weight_decay)
         if schedule_freeze_epoch is not None and schedule_freeze_epoch < 0:
-            raise ValueError(f"schedule_freeze_epoch must be ≥ 0 or None, got {schedule_freeze_epoch}")
+            raise ConfigurationError(f"schedule_freeze_epoch must be ≥ 0 or None, got {schedule_freeze_epoch}")
         self.schedule_freeze_epoch = schedule_freeze_epoch
         self.last_masks: tuple[Tensor, list[Tensor]] | None = None
 
@@ -267,7 +268,7 @@ class IJEPA(SSLMethod):
         it wraps the whole LightningModule as one root unit, so the root shard mixes the student's
         and the teacher's embeddings and norms and the EMA cannot pair them rank-locally."""
         if isinstance(self.trainer.strategy, FSDPStrategy):
-            raise TypeError(
+            raise ConfigurationTypeError(
                 f"{type(self).__name__} does not support strategy=fsdp (FSDPStrategy, FSDP1): its EMA update needs the "
                 "target encoder sharded exactly like the context encoder. Use FSDP2 through "
                 "lightning.pytorch.strategies.ModelParallelStrategy(data_parallel_size=<devices × num_nodes>, "

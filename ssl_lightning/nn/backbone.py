@@ -12,6 +12,8 @@ import timm
 import torch
 from torch import nn
 
+from ssl_lightning.errors import ConfigurationError, ConfigurationTypeError
+
 SMALL_IMAGE_MAX_SIZE = 64
 
 
@@ -25,7 +27,7 @@ def has_plain_resnet_stem(model: nn.Module) -> bool:
 def apply_small_image_stem(model: nn.Module) -> nn.Module:
     """Replace a ResNet's 7×7/2 stem convolution by a 3×3/1 one and drop its max-pool, in place."""
     if not has_plain_resnet_stem(model):
-        raise ValueError(
+        raise ConfigurationError(
             f"small_image_stem needs a ResNet with a single `conv1` convolution and a `maxpool` "
             f"(e.g. timm's resnet18/resnet50); {type(model).__name__} does not have that stem. "
             "Pass small_image_stem=False, or a backbone built for small images."
@@ -114,7 +116,7 @@ def create_backbone(
     """
     if isinstance(backbone, str):
         if backbone not in timm.list_models():
-            raise ValueError(
+            raise ConfigurationError(
                 f"Unknown backbone {backbone!r}: not a timm model name. "
                 "Use a name from `timm.list_models()` (e.g. 'resnet18', 'resnet50') or pass an nn.Module."
             )
@@ -128,12 +130,14 @@ def create_backbone(
             apply_small_image_stem(model)
     elif isinstance(backbone, nn.Module):
         if backbone_kwargs:
-            raise ValueError(
+            raise ConfigurationError(
                 "backbone_kwargs only apply to timm model names; configure your nn.Module backbone directly."
             )
         model = backbone
     else:
-        raise TypeError(f"backbone must be a timm model name or an nn.Module, got {type(backbone).__name__}")
+        raise ConfigurationTypeError(
+            f"backbone must be a timm model name or an nn.Module, got {type(backbone).__name__}"
+        )
     return model, probe_feature_dim(model, in_chans, image_size)
 
 
@@ -146,7 +150,7 @@ def probe_feature_dim(model: nn.Module, in_chans: int, image_size: int) -> int:
     try:
         out = model(torch.zeros(1, in_chans, image_size, image_size))
     except Exception as err:  # timm raises AssertionError for size mismatches, torch RuntimeError
-        raise ValueError(
+        raise ConfigurationError(
             f"The backbone {type(model).__name__} cannot process {in_chans}×{image_size}×{image_size} images "
             f"({type(err).__name__}: {err}). The images may be too small for it: use larger images, "
             "small_image_stem=True for ResNets, or a backbone built for this size/number of channels."
@@ -154,7 +158,7 @@ def probe_feature_dim(model: nn.Module, in_chans: int, image_size: int) -> int:
     finally:
         model.train(was_training)
     if out.ndim != 2:
-        raise ValueError(
+        raise ConfigurationError(
             f"The backbone must return pooled (batch, features) tensors, got shape {tuple(out.shape)}. "
             "Add global pooling and flattening to it (timm models: num_classes=0)."
         )

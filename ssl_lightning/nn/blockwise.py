@@ -8,6 +8,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from ssl_lightning.errors import ConfigurationError
+
 NoiseMode = Literal["all", "hw"]
 
 
@@ -16,7 +18,7 @@ def stage_head(in_channels: int, out_dim: int = 2048, kernel_size: int = 1) -> n
     convolution (no bias, "same" padding) → BatchNorm2d → ReLU → global average pooling, giving the
     stage's ``(B, out_dim)`` representation."""
     if kernel_size < 1 or kernel_size % 2 == 0:
-        raise ValueError(f"head kernel_size must be a positive odd number (1, 3, ...), got {kernel_size}")
+        raise ConfigurationError(f"head kernel_size must be a positive odd number (1, 3, ...), got {kernel_size}")
     return nn.Sequential(
         nn.Conv2d(in_channels, out_dim, kernel_size, padding=kernel_size // 2, bias=False),
         nn.BatchNorm2d(out_dim),
@@ -37,8 +39,10 @@ def add_feature_noise(x: Tensor, noise_std: float, mode: NoiseMode = "all") -> T
         std = x.std()
     elif mode == "hw":
         if x.shape[2] * x.shape[3] < 2:
-            raise ValueError(f"noise mode 'hw' needs feature maps of ≥ 2 positions, got {tuple(x.shape)}; use 'all'")
+            raise ConfigurationError(
+                f"noise mode 'hw' needs feature maps of ≥ 2 positions, got {tuple(x.shape)}; use 'all'"
+            )
         std = x.std(dim=(2, 3), keepdim=True)
     else:
-        raise ValueError(f"noise mode must be 'all' or 'hw', got {mode!r}")
+        raise ConfigurationError(f"noise mode must be 'all' or 'hw', got {mode!r}")
     return x + noise_std * std * torch.randn_like(x)

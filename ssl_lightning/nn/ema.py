@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributed.tensor import DTensor
 
+from ssl_lightning.errors import ConfigurationError
 from ssl_lightning.nn.schedules import linear_ramp
 
 
@@ -34,7 +35,7 @@ def ema_update_(teacher_params: Iterable[Tensor], student_params: Iterable[Tenso
     """
     teacher, student = _local(teacher_params), _local(student_params)
     if len(teacher) != len(student):
-        raise ValueError(f"EMA needs matching parameter lists, got {len(teacher)} and {len(student)} tensors")
+        raise ConfigurationError(f"EMA needs matching parameter lists, got {len(teacher)} and {len(student)} tensors")
     torch._foreach_lerp_(teacher, student, 1.0 - momentum)
 
 

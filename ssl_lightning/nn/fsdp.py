@@ -18,6 +18,8 @@ from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor
 
+from ssl_lightning.errors import ConfigurationError
+
 # The names Lightning's ModelParallelStrategy gives the dimensions of its 2-D device mesh.
 DATA_PARALLEL, TENSOR_PARALLEL = "data_parallel", "tensor_parallel"
 
@@ -32,13 +34,13 @@ def data_parallel_mesh(device_mesh: DeviceMesh) -> DeviceMesh:
         return device_mesh
     names = device_mesh.mesh_dim_names or ()
     if set(names) != {DATA_PARALLEL, TENSOR_PARALLEL}:
-        raise ValueError(
+        raise ConfigurationError(
             f"Expected a 1-D device mesh or ModelParallelStrategy's ({DATA_PARALLEL!r}, {TENSOR_PARALLEL!r}) "
             f"mesh, got dimensions {names or device_mesh.ndim}."
         )
     tensor_parallel = device_mesh[TENSOR_PARALLEL].size()
     if tensor_parallel > 1:
-        raise ValueError(
+        raise ConfigurationError(
             f"The networks are sharded with FSDP2 only (no tensor parallelism), but the device mesh has "
             f"tensor_parallel_size={tensor_parallel}: those ranks would get identical batches. Use "
             "ModelParallelStrategy(data_parallel_size=<devices × num_nodes>, tensor_parallel_size=1)."
@@ -107,13 +109,13 @@ def check_aligned_shards(teacher: nn.Module, student: nn.Module) -> None:
     every parameter."""
     teacher_params, student_params = list(teacher.named_parameters()), list(student.named_parameters())
     if len(teacher_params) != len(student_params):
-        raise ValueError(
+        raise ConfigurationError(
             f"The EMA teacher has {len(teacher_params)} parameters but its student has {len(student_params)}; "
             "the teacher must be a copy of the student (ssl_lightning.nn.frozen_copy)."
         )
     for (name, t_param), (s_name, s_param) in zip(teacher_params, student_params):
         if _layout(t_param) != _layout(s_param):
-            raise ValueError(
+            raise ConfigurationError(
                 f"The EMA teacher's parameter {name!r} is a {_describe(_layout(t_param))} but the student's "
                 f"{s_name!r} is a {_describe(_layout(s_param))}; shard teacher and student alike (same fully_shard mesh "
                 "and placements) so that the EMA update can run on local shards."

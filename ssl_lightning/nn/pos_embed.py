@@ -6,6 +6,8 @@ import torch
 from timm.layers import to_2tuple
 from torch import Tensor
 
+from ssl_lightning.errors import ConfigurationError
+
 
 def sincos_pos_embed_2d(
     grid_size: int | tuple[int, int],
@@ -33,7 +35,7 @@ def sincos_pos_embed_2d(
         timm's flattened patch embedding.
     """
     if embed_dim % 4 != 0:
-        raise ValueError(f"embed_dim must be divisible by 4 for a 2-D sin-cos embedding, got {embed_dim}")
+        raise ConfigurationError(f"embed_dim must be divisible by 4 for a 2-D sin-cos embedding, got {embed_dim}")
     height, width = to_2tuple(grid_size)
     quarter = embed_dim // 4
     omega = 10000.0 ** (-torch.arange(quarter, device=device, dtype=torch.float64) / quarter)

@@ -11,6 +11,7 @@ from timm.layers import LayerNorm, calculate_drop_path_rates, to_2tuple, trunc_n
 from timm.models.vision_transformer import Block, init_weights_vit_timm
 from torch import Tensor, nn
 
+from ssl_lightning.errors import ConfigurationError
 from ssl_lightning.nn.pos_embed import sincos_pos_embed_2d
 from ssl_lightning.nn.vit import run_blocks
 
@@ -136,7 +137,7 @@ class StochasticPositionPredictor(JEPAPredictor):
         self, enc_dim: int, grid_size: int | tuple[int, int], *, noise_std: float = 0.25, **kwargs: Any
     ) -> None:
         if noise_std < 0:
-            raise ValueError(f"noise_std must be non-negative, got {noise_std}")
+            raise ConfigurationError(f"noise_std must be non-negative, got {noise_std}")
         super().__init__(enc_dim, grid_size, **kwargs)
         self.noise_std = noise_std
 

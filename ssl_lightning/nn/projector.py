@@ -13,12 +13,14 @@ from collections.abc import Sequence
 
 from torch import nn
 
+from ssl_lightning.errors import ConfigurationError
+
 
 def projector_mlp(in_dim: int, dims: Sequence[int], bias: bool = True, last_bias: bool | None = None) -> nn.Sequential:
     """``Linear → BN → ReLU`` for every entry of ``dims`` but the last, then a plain ``Linear``;
     ``bias`` for the hidden linear layers, ``last_bias`` (default: ``bias``) for the last one."""
     if not dims:
-        raise ValueError("projector dims must name at least one output dimension, e.g. [2048, 2048, 2048]")
+        raise ConfigurationError("projector dims must name at least one output dimension, e.g. [2048, 2048, 2048]")
     layers: list[nn.Module] = []
     for out_dim in dims[:-1]:
         layers += [nn.Linear(in_dim, out_dim, bias=bias), nn.BatchNorm1d(out_dim), nn.ReLU(inplace=True)]

@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ssl_lightning.errors import ConfigurationError
+
 STAGE_NAMES = ("layer1", "layer2", "layer3", "layer4")
 STEM_ACTIVATION_NAMES = ("act1", "relu")  # timm, torchvision
 
@@ -36,7 +38,7 @@ def resnet_stages(model: nn.Module) -> nn.ModuleList:
     timm or torchvision ResNet.
     """
     if not is_splittable_resnet(model):
-        raise ValueError(
+        raise ConfigurationError(
             f"Cannot split {type(model).__name__} into ResNet stages. Blockwise training supports timm ResNets "
             "(e.g. 'resnet18', 'resnet50', 'resnet50d', built by timm.models.resnet.ResNet) and torchvision ResNets "
             "(torchvision.models.resnet18/resnet50/...): modules with conv1, bn1, act1 (timm) or relu (torchvision), "

@@ -9,6 +9,7 @@ from timm.models import is_model_in_modules
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
+from ssl_lightning.errors import ConfigurationError
 from ssl_lightning.nn.pos_embed import sincos_pos_embed_2d
 
 # What makes a timm ViT the I-JEPA encoder trunk: no class token, no pooling, no classifier, no
@@ -100,15 +101,15 @@ class MaskedViTEncoder(nn.Module):
         elif is_model_in_modules(model_name, "vision_transformer"):
             self.vit = timm.create_model(model_name, pretrained=False, **vit_kwargs)
         else:
-            raise ValueError(
+            raise ConfigurationError(
                 f"{model_name!r} is not a ViT of timm's vision_transformer module; use a name from "
                 "timm.list_models(module='vision_transformer'), e.g. 'vit_base_patch16_224'."
             )
         if self.vit.num_prefix_tokens:
-            raise ValueError(f"{model_name!r} has register tokens, which the JEPA encoder does not use.")
+            raise ConfigurationError(f"{model_name!r} has register tokens, which the JEPA encoder does not use.")
         image_hw, patch_hw = self.vit.patch_embed.img_size, self.vit.patch_embed.patch_size
         if any(side % patch for side, patch in zip(image_hw, patch_hw)):
-            raise ValueError(f"Image size {image_hw} is not divisible by the patch size {patch_hw}.")
+            raise ConfigurationError(f"Image size {image_hw} is not divisible by the patch size {patch_hw}.")
         self.register_buffer("pos_embed", sincos_pos_embed_2d(self.grid_size, self.embed_dim), persistent=False)
 
     @property
