@@ -59,13 +59,17 @@ class RecordLogVersion(Callback):
 
 
 def find_last_checkpoint(trainer: Trainer) -> Path | None:
-    """The newest of: the ``last*.ckpt`` files of the logger's version directories (where a
-    ModelCheckpoint without ``dirpath`` saves) and the SLURM requeue checkpoints in
-    ``default_root_dir``; ``None`` when there is none (Lightning then resolves ``"last"`` itself)."""
-    candidates = list(Path(trainer.default_root_dir).glob("hpc_ckpt_*.ckpt"))
+    """The newest of: the ``last*.ckpt`` files where a ModelCheckpoint without ``dirpath`` saves (the
+    logger's version directories, or ``default_root_dir/checkpoints`` without a logger) and the SLURM
+    requeue checkpoints in ``default_root_dir``; ``None`` when there is none (Lightning then resolves
+    ``"last"`` itself, e.g. for a ModelCheckpoint with its own ``dirpath``)."""
+    root = Path(trainer.default_root_dir)
+    candidates = list(root.glob("hpc_ckpt_*.ckpt"))
     logger = trainer.logger
     implicit = any(cb.dirpath is None for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint))
-    if logger is not None and implicit and getattr(logger, "root_dir", None):
+    if implicit and logger is None:
+        candidates += root.glob("checkpoints/last*.ckpt")
+    elif implicit and getattr(logger, "root_dir", None):
         candidates += Path(logger.root_dir).glob("*/checkpoints/last*.ckpt")
     return max(candidates, key=lambda path: path.stat().st_mtime, default=None)
 

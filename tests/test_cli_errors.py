@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from ssl_lightning.cli import main
+from ssl_lightning.errors import ConfigurationError
 from tests.fake_data import write_fake_fashion_mnist, write_fake_image_folder
 
 ROOT = Path(__file__).parents[1]
@@ -91,20 +92,27 @@ def test_diverged_training_keeps_the_checkpoint_written_before(tmp_path, capsys)
     assert all(t.isfinite().all() for t in checkpoint["state_dict"].values() if t.is_floating_point())
 
 
-def test_debug_shows_the_traceback_and_unknown_errors_keep_theirs(tmp_path):
+def test_the_command_prints_no_traceback(tmp_path):
     command = [sys.executable, "-m", "ssl_lightning", "fit", *TINY_VICREG, *fashion_mnist(tmp_path)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-
-    def run(*extra: str) -> subprocess.CompletedProcess:
-        return subprocess.run([*command, *extra], check=False, capture_output=True, text=True, env=env, cwd=tmp_path)
-
-    ours = run("--model.init_args.warmup_epochs=-1")
-    assert ours.returncode == 1 and "Traceback" not in ours.stderr
-    assert ours.stderr.splitlines()[-2:] == [
+    result = subprocess.run(
+        [*command, "--model.init_args.warmup_epochs=-1"], check=False, capture_output=True, text=True, env=env
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-2:] == [
         "error: warmup_epochs must be ≥ 0, got -1.0",
         "(--debug shows the traceback)",
     ]
-    debug = run("--model.init_args.warmup_epochs=-1", "--debug")
-    assert debug.returncode == 1 and "Traceback" in debug.stderr and "ConfigurationError" in debug.stderr
-    foreign = run(f"--ckpt_path={tmp_path / 'missing.ckpt'}")  # Lightning's own error
-    assert foreign.returncode == 1 and "Traceback" in foreign.stderr
+
+
+def test_debug_raises_and_errors_not_ours_are_not_caught(tmp_path, monkeypatch):
+    command = ["fit", *TINY_VICREG, *fashion_mnist(tmp_path)]
+    # jsonargparse re-raises the method's ConfigurationError as its own ValueError: --debug lets it through
+    with pytest.raises(ValueError, match="warmup_epochs must be ≥ 0"):
+        main([*command, "--model.init_args.warmup_epochs=-1", "--debug"])
+    monkeypatch.setenv("SSL_LIGHTNING_DEBUG", "1")
+    with pytest.raises(ConfigurationError, match="a training batch of 1 image per device"):
+        main([*command, "--data.init_args.batch_size=1"])
+    monkeypatch.delenv("SSL_LIGHTNING_DEBUG")
+    with pytest.raises(FileNotFoundError, match="missing.ckpt"):  # Lightning's own error: not caught
+        main([*command, f"--ckpt_path={tmp_path / 'missing.ckpt'}"])

@@ -7,7 +7,7 @@ import argparse
 import pytest
 import torch
 
-from ssl_lightning.cli import main
+from ssl_lightning.cli import run
 from ssl_lightning.evaluation import CheckpointError, load_frozen_encoder, load_pretrained
 from tests.fake_data import write_fake_fashion_mnist
 from tests.pretrained import save_untrained, tiny_method
@@ -114,7 +114,7 @@ def test_channel_mismatch_through_the_command_line(tmp_path):
     write_fake_fashion_mnist(tmp_path / "data")
     checkpoint = save_untrained(tiny_method("VICReg", in_chans=3), tmp_path / "rgb.ckpt")
     with pytest.raises(ValueError, match="trained on 3-channel images, but the evaluation data has 1"):
-        main(
+        run(
             [
                 "validate",
                 "--model=KNNEval",

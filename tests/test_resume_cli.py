@@ -67,13 +67,20 @@ def last_checkpoint(directory: Path) -> dict:
     return torch.load(directory / "logs/quickstart/version_0/checkpoints/last.ckpt", weights_only=True)
 
 
-def assert_kill_and_resume_is_exact(tmp_path: Path, *extra: str, env: dict[str, str] | None = None) -> None:
-    """Uninterrupted run vs. SIGKILL at step 10 (after the signals in ``env``, if any) + the same
-    command with ``--ckpt_path=last``."""
-    write_fake_fashion_mnist(tmp_path / "data", num_train=64, num_test=16)
-    reference = quickstart(tmp_path / "uninterrupted", *extra, env=env)
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> Path:
+    """The single-process run that the killed runs must end equal to (its run directory)."""
+    root = tmp_path_factory.mktemp("reference")
+    write_fake_fashion_mnist(root / "data", num_train=64, num_test=16)
+    reference = quickstart(root / "uninterrupted")
     assert reference.returncode == 0, reference.stderr[-3000:]
+    return root / "uninterrupted"
 
+
+def assert_kill_and_resume_is_exact(tmp_path: Path, reference: Path, *extra: str, env=None) -> None:
+    """SIGKILL at step 10 (after the signals in ``env``, if any) + the same command with
+    ``--ckpt_path=last`` ends where the ``reference`` run ended, in the killed run's version directory."""
+    write_fake_fashion_mnist(tmp_path / "data", num_train=64, num_test=16)
     killed = quickstart(tmp_path / "killed", *extra, env={**(env or {}), "SIGNAL_AT_STEP": str(KILLED_AT)})
     assert killed.returncode == -9, killed.stderr[-3000:]
     assert last_checkpoint(tmp_path / "killed")["global_step"] == KILLED_AT // EVERY * EVERY
@@ -83,22 +90,27 @@ def assert_kill_and_resume_is_exact(tmp_path: Path, *extra: str, env: dict[str, 
     versions = sorted(p.name for p in (tmp_path / "killed/logs/quickstart").iterdir())
     assert versions == ["version_0"]
     assert len(list((tmp_path / "killed/logs/quickstart/version_0").glob("events.out.tfevents.*"))) == 2
-    expected, actual = last_checkpoint(tmp_path / "uninterrupted"), last_checkpoint(tmp_path / "killed")
+    expected, actual = last_checkpoint(reference), last_checkpoint(tmp_path / "killed")
     assert actual["global_step"] == expected["global_step"] == STEPS
     for part in ("state_dict", "optimizer_states", "lr_schedulers", "callbacks"):
         assert_same_tree(actual[part], expected[part], part)
 
 
-def test_sigkill_then_same_command_with_ckpt_path_last_is_exact(tmp_path):
-    assert_kill_and_resume_is_exact(tmp_path)
+def test_sigkill_then_same_command_with_ckpt_path_last_is_exact(tmp_path, uninterrupted):
+    assert_kill_and_resume_is_exact(tmp_path, uninterrupted)
 
 
+@pytest.mark.slow  # 80 s on 2 cores
 @pytest.mark.distributed
 def test_two_process_run_resumes_exactly(tmp_path):
-    assert_kill_and_resume_is_exact(tmp_path, "--trainer.devices=2", "--trainer.strategy=ddp")
+    ddp = ("--trainer.devices=2", "--trainer.strategy=ddp")
+    write_fake_fashion_mnist(tmp_path / "reference" / "data", num_train=64, num_test=16)
+    reference = quickstart(tmp_path / "reference" / "uninterrupted", *ddp)
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    assert_kill_and_resume_is_exact(tmp_path, tmp_path / "reference" / "uninterrupted", *ddp)
 
 
-def test_slurm_requeue_signal_saves_requeues_and_resumes_exactly(tmp_path):
+def test_slurm_requeue_signal_saves_requeues_and_resumes_exactly(tmp_path, uninterrupted):
     """Under SLURM (its variables set, a stand-in ``scontrol`` on the PATH), SIGUSR1 makes Lightning's
     SLURMEnvironment(auto_requeue=True) write ``hpc_ckpt_1.ckpt`` and call ``scontrol requeue``; the
     requeued job's same command resumes from it (newer than last.ckpt) and ends exactly."""
@@ -110,6 +122,6 @@ def test_slurm_requeue_signal_saves_requeues_and_resumes_exactly(tmp_path):
     slurm = {"SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "pretrain", "SLURM_NTASKS": "1", "SLURM_NTASKS_PER_NODE": "1"}
     slurm |= {"SLURM_NODEID": "0", "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NNODES": "1"}
     slurm |= {"PATH": f"{bin_dir}:{os.environ['PATH']}", "SIGNALS": "SIGUSR1,SIGKILL"}
-    assert_kill_and_resume_is_exact(tmp_path, env=slurm)
+    assert_kill_and_resume_is_exact(tmp_path, uninterrupted, env=slurm)
     assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "4242"]
     assert torch.load(tmp_path / "killed/hpc_ckpt_1.ckpt", weights_only=True)["global_step"] == KILLED_AT
