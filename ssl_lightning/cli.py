@@ -116,7 +116,7 @@ def main(args: list[str] | None = None) -> None:
     (raised, or the cause of what was raised) is printed as ``error: <message>`` and exits with status 1,
     unless the command asks for ``--debug``."""
     command = sys.argv[1:] if args is None else list(args)
-    debug = is_debug(command, dict(os.environ))
+    debug = is_debug(command, os.environ)
     command = [argument for argument in command if argument != "--debug"]
     if args is None:
         sys.argv[1:] = command

@@ -8,6 +8,8 @@ Each class also derives from the built-in exception its situation used to raise 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 
 class SSLLightningError(Exception):
     """Base of the errors whose message is the whole story (the CLI prints no traceback)."""
@@ -37,7 +39,7 @@ class TrainingDivergedError(SSLLightningError, FloatingPointError):
     """The loss or the weights stopped being finite; training stopped before the damage was saved."""
 
 
-def is_debug(arguments: list[str], environment: dict[str, str]) -> bool:
+def is_debug(arguments: list[str], environment: Mapping[str, str]) -> bool:
     """Whether the command asks for tracebacks: ``--debug`` among ``arguments`` or
     ``SSL_LIGHTNING_DEBUG`` set to anything but ``""``/``0`` in ``environment``."""
     return "--debug" in arguments or environment.get("SSL_LIGHTNING_DEBUG", "0") not in ("", "0")

@@ -24,6 +24,14 @@ BATCH = 8
 TRAIN_IMAGES = 48  # 6 batches an epoch
 
 
+@pytest.fixture(autouse=True)
+def restore_deterministic_algorithms():
+    """``Trainer(deterministic=True)`` switches torch's deterministic algorithms on for the whole process."""
+    before = torch.are_deterministic_algorithms_enabled()
+    yield
+    torch.use_deterministic_algorithms(before)
+
+
 class Recorder(Callback):
     """Every training batch's first view and, for JEPA methods, its masks, by global step."""
 

@@ -53,10 +53,11 @@ class ClassListImageFolder(datasets.ImageFolder):
         if not self.skip_bad_images:
             return super().__getitem__(index)
         for offset in range(len(self)):
+            position = (index + offset) % len(self)
             try:
-                return super().__getitem__((index + offset) % len(self))
+                return super().__getitem__(position)
             except BadImageError as error:
-                path = self.samples[(index + offset) % len(self)][0]
+                path = self.samples[position][0]
                 if path not in self.skipped:
                     self.skipped.add(path)
                     warnings.warn(
