@@ -4,8 +4,8 @@ Methods are LightningModules (``from ssl_lightning import VICReg``); DataModules
 live in :mod:`ssl_lightning.data`, online-evaluation callbacks in :mod:`ssl_lightning.callbacks`.
 """
 
-from ssl_lightning.methods import IJEPA, BarlowTwins, BlockwiseBarlowTwins, FlexPredict, VICReg
+from ssl_lightning.methods import IJEPA, BarlowTwins, BlockwiseBarlowTwins, FlexPredict, LeJEPA, VICReg
 
 __version__ = "0.1.0.dev0"
 
-__all__ = ["IJEPA", "BarlowTwins", "BlockwiseBarlowTwins", "FlexPredict", "VICReg", "__version__"]
+__all__ = ["IJEPA", "BarlowTwins", "BlockwiseBarlowTwins", "FlexPredict", "LeJEPA", "VICReg", "__version__"]

@@ -24,6 +24,7 @@ def _worker(rank: int, world_size: int, port: int, fn: Callable, args: tuple) ->
     dist.init_process_group("gloo", rank=rank, world_size=world_size)
     try:
         fn(rank, world_size, *args)
+        dist.barrier()  # no rank tears the group down while another still writes its records
     finally:
         dist.destroy_process_group()
 
@@ -46,6 +47,11 @@ def _external_worker(rank: int, world_size: int, port: int, fn: Callable, args: 
     torch.set_num_threads(1)
     try:
         fn(rank, world_size, *args)
+        if dist.is_initialized():
+            # No rank tears the group down while another is still in a collective or writing its
+            # records: a rank leaving early once aborted its peer ("terminate called without an
+            # active exception", SIGABRT) under a loaded CI machine.
+            dist.barrier()
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

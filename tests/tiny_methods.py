@@ -8,7 +8,7 @@ import functools
 import torch
 from lightning.pytorch import Trainer
 
-from ssl_lightning.methods import BarlowTwins, BlockwiseBarlowTwins, SSLMethod, VICReg
+from ssl_lightning.methods import BarlowTwins, BlockwiseBarlowTwins, LeJEPA, SSLMethod, VICReg
 from tests.jepa_helpers import tiny_method
 from tests.synthetic import NoisyClassDataModule
 
@@ -23,7 +23,7 @@ JOINT = {
     "warmup_epochs": 0,
 }
 JEPA_METHODS = ("IJEPA", "FlexPredict")
-METHOD_NAMES = ("VICReg", "BarlowTwins", "BlockwiseBarlowTwins", *JEPA_METHODS)
+METHOD_NAMES = ("VICReg", "BarlowTwins", "BlockwiseBarlowTwins", *JEPA_METHODS, "LeJEPA")
 
 
 def tiny(name: str, seed: int = 0, **kwargs) -> SSLMethod:
@@ -35,8 +35,10 @@ def tiny(name: str, seed: int = 0, **kwargs) -> SSLMethod:
         "VICReg": VICReg,
         "BarlowTwins": BarlowTwins,
         "BlockwiseBarlowTwins": functools.partial(BlockwiseBarlowTwins, head_dim=16),
+        "LeJEPA": functools.partial(LeJEPA, num_slices=64),
     }
-    return builders[name](**{**JOINT, **kwargs})
+    projector = {"projector_dims": [32, 32, 16]} if name == "LeJEPA" else {}
+    return builders[name](**{**JOINT, **projector, **kwargs})
 
 
 def tiny_batch(name: str, batch_size: int = 8, seed: int = 1) -> tuple[list[torch.Tensor], torch.Tensor]:

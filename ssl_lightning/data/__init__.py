@@ -3,7 +3,7 @@
 DataModules (``--data <Name>`` on the command line): ``FashionMNIST``, ``MNIST``, ``CIFAR10``,
 ``CIFAR100``, ``STL10``, ``ImageFolder``. View recipes (``views: {class_path: <Name>}``):
 ``JointEmbeddingViews`` (VICReg / Barlow Twins), ``IJEPAViews``, ``StoPViews``,
-``LinearEvalViews`` (linear evaluation).
+``LinearEvalViews`` (linear evaluation), ``MultiCropViews`` (LeJEPA's global + local crops).
 """
 
 from ssl_lightning.data.base import DatasetNotFoundError, SSLDataModule
@@ -16,6 +16,7 @@ from ssl_lightning.data.views import (
     IJEPAViews,
     JointEmbeddingViews,
     LinearEvalViews,
+    MultiCropViews,
     StoPViews,
     ViewRecipe,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "ImageFolder",
     "JointEmbeddingViews",
     "LinearEvalViews",
+    "MultiCropViews",
     "MultiViewTransform",
     "SSLDataModule",
     "StoPViews",

@@ -253,3 +253,88 @@ class LinearEvalViews(ViewRecipe):
                 ]
             )
         ]
+
+
+class MultiCropViews(JointEmbeddingViews):
+    """Multi-crop views (Caron et al. 2020; the LeJEPA recipe, Balestriero & LeCun 2025, SPEC.md §9):
+    ``num_global`` large crops followed by ``num_local`` small ones, all with one photometric policy.
+
+    The views come in that order, globals first; each global view is ``global_size`` px (default: the
+    DataModule's image size) and each local view ``local_size`` px (default: 98/224 of the global size,
+    the paper's ratio, at least 4 px). Collated, a batch holds one ``(B, C, size, size)`` tensor per view,
+    so views of different sizes travel side by side; a method forwards the views of each size together.
+    With ``num_local=0`` every view is global, as in the paper's recipe for CNNs and the official
+    small-data run (4 views at 128 px).
+
+    Per view: RandomResizedCrop (bilinear, torchvision's default, which the official code keeps),
+    horizontal flip, colour jitter (0.4, 0.4, 0.2, 0.1) with probability 0.8, grayscale 0.2, Gaussian
+    blur 0.5 and solarisation 0.2 — the same for every view. As in :class:`JointEmbeddingViews`, images
+    of at most 64 px get no blur unless ``blur_prob`` is given, and one-channel data no grayscale and
+    brightness/contrast jitter only.
+
+    Args:
+        num_global: global views per image (at least 2: LeJEPA's prediction target is their mean).
+        num_local: local views per image.
+        global_scale, local_scale: RandomResizedCrop area ranges of the two kinds (paper: (0.3, 1) and
+            (0.05, 0.3)).
+        global_size, local_size: their sides in pixels; ``None`` = automatic (see above).
+        blur_prob: Gaussian blur probability; ``None`` = 0.5, or 0 for images of at most 64 px.
+        solarize_prob: solarisation probability.
+        hflip_prob, jitter_prob, jitter, grayscale_prob, blur_sigma, interpolation: as in
+            :class:`JointEmbeddingViews`.
+    """
+
+    def __init__(
+        self,
+        num_global: int = 2,
+        num_local: int = 6,
+        global_scale: tuple[float, float] = (0.3, 1.0),
+        local_scale: tuple[float, float] = (0.05, 0.3),
+        global_size: int | None = None,
+        local_size: int | None = None,
+        hflip_prob: float = 0.5,
+        jitter_prob: float = 0.8,
+        jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.2, 0.1),
+        grayscale_prob: float = 0.2,
+        blur_prob: float | None = None,
+        blur_sigma: tuple[float, float] = (0.1, 2.0),
+        solarize_prob: float = 0.2,
+        interpolation: Interpolation = "bilinear",
+    ) -> None:
+        if num_global < 2 or num_local < 0:
+            raise ConfigurationError(
+                f"MultiCropViews needs at least 2 global views and no negative count of local ones, got "
+                f"num_global={num_global}, num_local={num_local}"
+            )
+        for name, size in (("global_size", global_size), ("local_size", local_size)):
+            if size is not None and (not isinstance(size, int) or size < 1):
+                raise ConfigurationError(f"{name} must be a positive number of pixels or None, got {size!r}")
+        super().__init__(
+            num_views=num_global + num_local,
+            crop_scale=global_scale,
+            hflip_prob=hflip_prob,
+            jitter_prob=jitter_prob,
+            jitter=jitter,
+            grayscale_prob=grayscale_prob,
+            blur_probs=None if blur_prob is None else (blur_prob,),
+            blur_sigma=blur_sigma,
+            solarize_probs=(solarize_prob,),
+            interpolation=interpolation,
+        )
+        self.num_global = num_global
+        self.num_local = num_local
+        self.local_scale = local_scale
+        self.global_size = global_size
+        self.local_size = local_size
+
+    def view_sizes(self, image_size: int) -> tuple[int, int]:
+        """``(global, local)`` view sides in pixels for a DataModule of ``image_size``."""
+        global_size = self.global_size or image_size
+        return global_size, self.local_size or max(4, round(global_size * 98 / 224))
+
+    def view_pipelines(self, image_size: int, channels: int) -> list[v2.Transform]:
+        global_size, local_size = self.view_sizes(image_size)
+        blur_prob = self.blur_probs[0] if self.blur_probs is not None else (0.0 if is_small_image(global_size) else 0.5)
+        solarize_prob = self.solarize_probs[0]
+        kinds = [(global_size, self.crop_scale)] * self.num_global + [(local_size, self.local_scale)] * self.num_local
+        return [self._pipeline(size, channels, scale, blur_prob, solarize_prob) for size, scale in kinds]

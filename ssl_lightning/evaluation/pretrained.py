@@ -74,6 +74,7 @@ BLOCKWISE = MethodEncoders(frozenset({"backbone", "heads", "projectors"}), block
 METHODS: dict[str, MethodEncoders] = {
     "VICReg": JOINT_EMBEDDING,
     "BarlowTwins": JOINT_EMBEDDING,
+    "LeJEPA": JOINT_EMBEDDING,
     "IJEPA": JEPA,
     "FlexPredict": JEPA,
     "BlockwiseBarlowTwins": BLOCKWISE,

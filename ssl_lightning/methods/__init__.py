@@ -5,6 +5,7 @@ from ssl_lightning.methods.base import SSLMethod
 from ssl_lightning.methods.blockwise import BlockwiseBarlowTwins
 from ssl_lightning.methods.flexpredict import FlexPredict
 from ssl_lightning.methods.ijepa import IJEPA
+from ssl_lightning.methods.lejepa import LeJEPA
 from ssl_lightning.methods.vicreg import VICReg
 
-__all__ = ["IJEPA", "BarlowTwins", "BlockwiseBarlowTwins", "FlexPredict", "SSLMethod", "VICReg"]
+__all__ = ["IJEPA", "BarlowTwins", "BlockwiseBarlowTwins", "FlexPredict", "LeJEPA", "SSLMethod", "VICReg"]

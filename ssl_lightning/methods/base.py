@@ -326,8 +326,13 @@ class SSLMethod(LightningModule):
                 metrics.update({f"optim/lr_group{i}": rate for i, rate in enumerate(rates)})
                 self.logger.log_metrics(metrics, step=0)
 
+    def check_batch_size(self, dataloader, world_size: int) -> None:
+        """Refuse, before the first step, a training batch too small for the method
+        (:func:`check_batch_fits_batchnorm`, unless a method needs otherwise)."""
+        check_batch_fits_batchnorm(self, dataloader, world_size)
+
     def on_fit_start(self) -> None:
-        check_batch_fits_batchnorm(self, self.loaded_train_dataloader(), self.trainer.world_size)
+        self.check_batch_size(self.loaded_train_dataloader(), self.trainer.world_size)
         if self.run_seed is None:
             self.run_seed = draw_seed(self.trainer.strategy)
 
