@@ -18,7 +18,7 @@ import torch
 from lightning.pytorch import LightningModule
 
 from ssl_lightning.data import IJEPAViews, JointEmbeddingViews, ViewRecipe
-from ssl_lightning.methods import IJEPA, BarlowTwins, BlockwiseBarlowTwins, FlexPredict, VICReg
+from ssl_lightning.methods import IJEPA, BarlowTwins, BlockwiseBarlowTwins, FlexPredict, LeJEPA, VICReg
 
 
 @dataclass
@@ -72,6 +72,13 @@ def blockwise_barlow_twins(image_size: int, in_chans: int, backbone: str | None,
     return MethodCase(BlockwiseBarlowTwins(**{**options, **method_options}), num_views=2)
 
 
+def lejepa(image_size: int, in_chans: int, backbone: str | None, **method_options) -> MethodCase:
+    """LeJEPA with the quickstart's backbone and optimizer, projector 512-512-64, λ 0.05, 1024 slices, two
+    global views (the benchmarks' batches hold views of one size)."""
+    options = joint_embedding_options(image_size, in_chans, backbone) | {"projector_dims": [512, 512, 64]}
+    return MethodCase(LeJEPA(**{**options, **method_options}), num_views=2)
+
+
 def jepa_options(image_size: int, in_chans: int, backbone: str | None) -> dict:
     """I-JEPA / FlexPredict at the quickstarts' budget: by default their small ViT (patch 4, 128-d,
     depth 4; predictor 64-d × 2) with target blocks of 10-15% of its small grid; a named timm ViT
@@ -108,4 +115,5 @@ METHODS: dict[str, Builder] = {
     "blockwise_barlow_twins": blockwise_barlow_twins,
     "ijepa": ijepa,
     "flexpredict": flexpredict,
+    "lejepa": lejepa,
 }

@@ -48,7 +48,7 @@ from ssl_lightning.evaluation.supervised import SupervisedBaseline
 from ssl_lightning.nn.backbone import probe_feature_dim
 
 ROOT = Path(__file__).resolve().parent.parent
-METHODS = ("vicreg", "barlow", "blockwise", "ijepa", "flexpredict")  # examples/<name>_fashion_mnist.yaml
+METHODS = ("vicreg", "barlow", "blockwise", "ijepa", "flexpredict", "lejepa")  # examples/<name>_fashion_mnist.yaml
 DATASETS = {"fashion_mnist": "ssl_lightning.data.FashionMNIST", "mnist": "ssl_lightning.data.MNIST"}
 KNN_K = (20, 200)
 

@@ -27,6 +27,7 @@ QUICKSTARTS = [
     "blockwise_quickstart",
     "ijepa_quickstart",
     "flexpredict_quickstart",
+    "lejepa_quickstart",
 ]
 
 

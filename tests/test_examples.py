@@ -18,8 +18,9 @@ from tests.pretrained import pretrained_checkpoint
 EXAMPLES_DIR = Path(__file__).parents[1] / "examples"
 # The protocol presets (examples/protocols/) too; not their overlays.
 EXAMPLES = sorted(EXAMPLES_DIR.glob("*.yaml")) + sorted((EXAMPLES_DIR / "protocols").glob("*.yaml"))
-# Too large for a CPU test run (ViT-H with its EMA teacher and AdamW state: > 10 GB, minutes per step).
-SLOW_EXAMPLES = {"ijepa_vith14_imagenet.yaml", "flexpredict_vith16_imagenet.yaml"}
+# Too large for a CPU test run (ViT-H with its EMA teacher and AdamW state: > 10 GB, minutes per step;
+# ViT-L on 8 views of each image).
+SLOW_EXAMPLES = {"ijepa_vith14_imagenet.yaml", "flexpredict_vith16_imagenet.yaml", "lejepa_vitl14_imagenet.yaml"}
 FAKE_WRITERS = {
     "FashionMNIST": fake_data.write_fake_fashion_mnist,
     "MNIST": fake_data.write_fake_mnist,

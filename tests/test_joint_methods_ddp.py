@@ -1,12 +1,12 @@
-"""BarlowTwins and BlockwiseBarlowTwins under 2-process DDP: the parameter gradients of two processes
+"""BarlowTwins, BlockwiseBarlowTwins and LeJEPA under 2-process DDP: the parameter gradients of two processes
 on two half-batches (averaged, as DDP does) equal one process's gradients on the whole batch.
 
 BatchNorm layers (backbone, heads, projectors) are put in eval mode: in training mode they
 normalise over each process's own samples, which is per-rank by design unless the Trainer's
 ``sync_batchnorm=True`` converts them to SyncBatchNorm (CUDA-only in torch, so not testable on CPU
 with gloo). Eval-mode BatchNorm is a fixed per-channel affine map, so the only global-batch
-computation left is the Barlow Twins loss, whose gradient-carrying collectives this test proves.
-Noise injection is off (it draws different noise on each rank).
+computation left is the loss (Barlow Twins' cross-correlation, LeJEPA's SIGReg), whose gradient-carrying
+collectives this test proves. Noise injection is off (it draws different noise on each rank).
 """
 
 from __future__ import annotations
@@ -17,13 +17,14 @@ import pytest
 import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ssl_lightning.methods import BarlowTwins, BlockwiseBarlowTwins
+from ssl_lightning.methods import BarlowTwins, BlockwiseBarlowTwins, LeJEPA
 from tests.distributed_utils import ddp_gradients, run_distributed
 from tests.tiny_methods import JOINT as COMMON
 
 BUILDERS = {
     "BarlowTwins": lambda: BarlowTwins(**COMMON),
     "BlockwiseBarlowTwins": lambda: BlockwiseBarlowTwins(**COMMON, head_dim=16, noise_std=0.0),
+    "LeJEPA": lambda: LeJEPA(**{**COMMON, "projector_dims": [32, 32, 16]}, num_slices=64, sigreg_weight=0.5),
 }
 
 
