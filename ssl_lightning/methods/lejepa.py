@@ -134,7 +134,7 @@ class LeJEPA(SSLMethod):
         Checks, once per distinct list of view sizes, that there are at least 2 and that a ViT's
         patch size divides every view's side."""
         sizes = tuple(view.shape[-1] for view in views)
-        leading = sum(1 for _ in next(groupby(sizes))[1])
+        leading = next((index for index, size in enumerate(sizes) if size != sizes[0]), len(sizes))
         count = self.num_global_views or leading
         if sizes not in self._checked_sizes:
             if len(views) < count or count < 2:
