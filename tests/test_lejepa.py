@@ -3,6 +3,8 @@ directions, and every bad input of SPEC.md §9 refused with the fix."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -72,6 +74,23 @@ def test_vit_reads_local_crops_at_their_size_in_one_pass_per_size(tmp_path):
     assert seen == [(16, 1, 28, 28), (24, 1, 12, 12)] * 2  # 2 global and 3 local views of 8 images
     metrics = trainer.callback_metrics
     assert all(torch.isfinite(metrics[f"train/{name}"]) for name in ("loss", "sigreg", "prediction"))
+
+
+def test_only_the_global_views_update_the_batchnorm_running_statistics():
+    torch.manual_seed(0)
+    model = tiny_resnet()
+    reference = copy.deepcopy(model.backbone)
+    generator = torch.Generator().manual_seed(1)
+    views = [torch.randn(4, 1, 16, 16, generator=generator) for _ in range(2)]
+    views += [torch.randn(4, 1, 8, 8, generator=generator) for _ in range(3)]
+    model.run_seed = 0
+    model.training_step((views, torch.zeros(4)), 0)
+    reference(torch.cat(views[:2]))  # one training-mode pass of the global views alone
+    for ours, expected in zip(model.backbone.modules(), reference.modules()):
+        if isinstance(ours, torch.nn.BatchNorm2d):
+            torch.testing.assert_close(ours.running_mean, expected.running_mean)
+            torch.testing.assert_close(ours.running_var, expected.running_var)
+            assert ours.momentum == expected.momentum  # restored after the local pass
 
 
 def test_probe_features_are_the_first_global_views_embedding():
