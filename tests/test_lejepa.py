@@ -4,6 +4,7 @@ directions, and every bad input of SPEC.md §9 refused with the fix."""
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,7 +13,8 @@ from ssl_lightning import LeJEPA
 from ssl_lightning.data import FashionMNIST, MultiCropViews
 from ssl_lightning.errors import ConfigurationError
 from tests.fake_data import write_fake_fashion_mnist
-from tests.tiny_methods import JOINT, quiet_trainer
+from tests.distributed_utils import run_lightning_distributed
+from tests.tiny_methods import JOINT, quiet_trainer, tiny_data
 
 TINY_VIT = {
     "backbone": "vit_tiny_patch16_224",
@@ -126,6 +128,25 @@ def test_directions_are_redrawn_every_step_and_repeat_with_the_run(tmp_path):
     assert first.shape == (16, 64) and not torch.allclose(first, second)
     torch.testing.assert_close(first.norm(dim=0), torch.ones(64))
     assert all(map(torch.equal, directions_of_two_steps(tmp_path), (first, second)))
+
+
+def record_directions_under_ddp(rank: int, world_size: int, out_dir: str) -> None:
+    """Two DDP steps of a tiny LeJEPA, each rank's RNG seeded differently; every rank saves the
+    directions its loss received."""
+    torch.manual_seed(rank)  # only the broadcast run seed can make the ranks' directions agree
+    model = tiny_resnet()
+    seen = []
+    model.loss_fn.register_forward_pre_hook(lambda module, args: seen.append(args[2].clone()))
+    quiet_trainer(max_steps=2, devices=2, strategy="ddp").fit(model, tiny_data("LeJEPA", batch_size=4))
+    torch.save(seen, Path(out_dir) / f"directions_{rank}.pt")
+
+
+@pytest.mark.distributed
+def test_directions_are_the_same_on_every_rank(tmp_path):
+    run_lightning_distributed(record_directions_under_ddp, 2, str(tmp_path))
+    rank0, rank1 = (torch.load(tmp_path / f"directions_{rank}.pt") for rank in (0, 1))
+    assert len(rank0) == len(rank1) == 2 and all(map(torch.equal, rank0, rank1))
+    assert not torch.allclose(rank0[0], rank0[1])
 
 
 def test_trains_a_resnet_with_every_view_global(tmp_path):

@@ -65,13 +65,29 @@ def test_exact_gaussian_samples_give_the_expected_statistic():
 
 def test_wide_gaussian_at_large_n_approaches_the_closed_form():
     sigma = 2.0
-    expected = (
+    per_sample = (
         math.sqrt(math.pi / (sigma**2 + 0.5)) - 2 * math.sqrt(math.pi / (sigma**2 / 2 + 1)) + math.sqrt(2 * math.pi / 3)
     )
-    assert expected == pytest.approx(0.236092, abs=1e-6)
+    assert per_sample == pytest.approx(0.236092, abs=1e-6)
     n = 200_000
     z = sigma * torch.randn(n, 4, generator=torch.Generator().manual_seed(1))
-    assert statistic(z, torch.eye(4)).item() / n == pytest.approx(expected, rel=0.01)
+    assert statistic(z, torch.eye(4)).item() == pytest.approx(per_sample * n + 1.05, rel=0.01)
+
+
+def test_matches_a_plain_float64_loop_over_slices_and_knots():
+    generator = torch.Generator().manual_seed(6)
+    z = torch.randn(12, 5, generator=generator) * 1.3 + 0.2
+    directions = random_directions(5, 7, generator)
+    t, w = independent_weights()
+    rows, columns = z.double().tolist(), directions.double().T.tolist()
+    total = 0.0
+    for direction in columns:
+        y = [sum(zi * ai for zi, ai in zip(row, direction)) for row in rows]
+        for knot, weight in zip(t, w):
+            cos_mean = sum(math.cos(knot * yn) for yn in y) / len(y)
+            sin_mean = sum(math.sin(knot * yn) for yn in y) / len(y)
+            total += weight * ((cos_mean - math.exp(-(knot**2) / 2)) ** 2 + sin_mean**2) * len(y)
+    assert statistic(z, directions).item() == pytest.approx(total / len(columns), rel=1e-6)
 
 
 def test_both_grids_approximate_the_exact_integral_of_a_collapsed_batch():
