@@ -12,8 +12,8 @@ import torch
 from ssl_lightning import LeJEPA
 from ssl_lightning.data import FashionMNIST, MultiCropViews
 from ssl_lightning.errors import ConfigurationError
-from tests.fake_data import write_fake_fashion_mnist
 from tests.distributed_utils import run_lightning_distributed
+from tests.fake_data import write_fake_fashion_mnist
 from tests.tiny_methods import JOINT, quiet_trainer, tiny_data
 
 TINY_VIT = {
