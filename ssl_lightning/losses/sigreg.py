@@ -28,7 +28,6 @@ No stop-gradient anywhere. Both terms run in float32 with autocast off.
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import torch
@@ -96,31 +95,33 @@ def sigreg(
     weights: Tensor,
     gather_distributed: bool = True,
 ) -> Tensor:
-    """SIGReg of one view: the Epps–Pulley statistic T of each slice ``z @ directions``, averaged over
-    slices (paper Algorithm 1).
+    """SIGReg: the Epps–Pulley statistic T of each slice ``z @ directions``, averaged over slices and
+    over any leading (view) dimensions (paper Algorithm 1). The characteristic functions of every view
+    are summed over ranks in one all-reduce.
 
     Args:
-        z: ``(N, K)`` projections of this rank's samples.
+        z: ``(..., N, K)`` projections of this rank's samples, e.g. ``(V, N, K)`` for V views.
         directions: ``(K, M)`` unit slice directions, the same on every rank (:func:`random_directions`).
         knots, weights: the quadrature of :func:`epps_pulley_quadrature`.
         gather_distributed: form C and S over all ranks' samples (gradient-carrying all-reduce); every
             rank must then contribute the same number of samples.
     """
-    if z.ndim != 2 or directions.ndim != 2 or z.shape[1] != directions.shape[0]:
+    if z.ndim < 2 or directions.ndim != 2 or z.shape[-1] != directions.shape[0]:
         raise ConfigurationError(
-            f"SIGReg expects (N, K) projections and (K, M) directions, got {tuple(z.shape)} and {tuple(directions.shape)}"
+            f"SIGReg expects (N, K) projections (or (..., N, K): one statistic per leading index) and (K, M) "
+            f"directions, got {tuple(z.shape)} and {tuple(directions.shape)}"
         )
     with torch.autocast(device_type=z.device.type, enabled=False):
         z, directions = z.float(), directions.float().to(z.device)
         knots, weights = knots.to(z.device), weights.to(z.device)
-        count = z.shape[0] * (world_size() if gather_distributed else 1)
+        count = z.shape[-2] * (world_size() if gather_distributed else 1)
         if count < 2:
             raise ConfigurationError(
                 "SIGReg needs at least 2 samples in the (global) batch to compare their distribution with a Gaussian; "
                 "raise the batch size."
             )
-        angles = (z @ directions).unsqueeze(-1) * knots  # (N, M, knots)
-        sums = torch.stack([angles.cos().sum(dim=0), angles.sin().sum(dim=0)])  # (2, M, knots)
+        angles = (z @ directions).unsqueeze(-1) * knots  # (..., N, M, knots)
+        sums = torch.stack([angles.cos().sum(dim=-3), angles.sin().sum(dim=-3)])  # (2, ..., M, knots)
         if gather_distributed:
             sums = all_reduce_sum_with_grad(sums)
         cos_mean, sin_mean = sums / count
@@ -158,15 +159,13 @@ def lejepa_loss(
     with torch.autocast(device_type=projections.device.type, enabled=False):
         projections = projections.float()
         prediction = prediction_loss(projections, num_global)
-        regulariser = torch.stack(
-            [sigreg(view, directions, knots, weights, gather_distributed) for view in projections]
-        ).mean()
+        regulariser = sigreg(projections, directions, knots, weights, gather_distributed)
         loss = sigreg_weight * regulariser + (1 - sigreg_weight) * prediction
     return loss, {"sigreg": regulariser, "prediction": prediction}
 
 
 def check_sigreg_weight(sigreg_weight: float) -> None:
-    if not (isinstance(sigreg_weight, (int, float)) and 0.0 <= sigreg_weight <= 1.0 and math.isfinite(sigreg_weight)):
+    if not (isinstance(sigreg_weight, (int, float)) and 0.0 <= sigreg_weight <= 1.0):
         raise ConfigurationError(
             f"LeJEPA's trade-off λ (sigreg_weight) mixes λ·SIGReg + (1 − λ)·prediction and must lie in [0, 1] "
             f"(paper: 0.05; official small-data run: 0.02), got {sigreg_weight!r}"

@@ -68,13 +68,18 @@ def per_device_batch_size(dataloader) -> int:
     return size
 
 
+def batchnorm_layers(module: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """Every BatchNorm layer of ``module`` (1-, 2- and 3-d, synced or not)."""
+    return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
 def check_batch_fits_batchnorm(module: nn.Module, dataloader, world_size: int) -> None:
     """Fail before the first step when a training batch is too small for ``module``'s BatchNorm
     layers, which cannot normalise one sample per channel in training mode; their own error
     ("Expected more than 1 value per channel") names neither the layer's owner nor the fix.
     ``SyncBatchNorm`` normalises over all ``world_size`` processes' samples."""
     size = declared_batch_size(dataloader)
-    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    norms = batchnorm_layers(module)
     synced = world_size if any(isinstance(m, nn.SyncBatchNorm) for m in norms) else 1
     if norms and size is not None and size * synced < 2:
         raise ConfigurationError(

@@ -1,5 +1,6 @@
-"""The shape shared by the two-view joint-embedding methods (VICReg, Barlow Twins): one backbone
-applied to both views, a projector ("expander") and a loss on the two views' embeddings."""
+"""The shape shared by the joint-embedding methods (VICReg, Barlow Twins, LeJEPA): one backbone
+applied to every view, a projector ("expander") and a loss on the views' embeddings. The training
+step here is the two-view one; LeJEPA overrides it for its V views."""
 
 from __future__ import annotations
 

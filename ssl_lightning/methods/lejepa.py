@@ -18,9 +18,8 @@ from torch import Tensor, nn
 
 from ssl_lightning.errors import ConfigurationError
 from ssl_lightning.losses.sigreg import Grid, LeJEPALoss, check_num_slices, random_directions
-from ssl_lightning.methods.base import SSLMethod, base_arguments, declared_batch_size
-from ssl_lightning.nn.backbone import create_backbone
-from ssl_lightning.nn.projector import projector_mlp
+from ssl_lightning.methods.base import base_arguments, batchnorm_layers, declared_batch_size
+from ssl_lightning.methods.joint_embedding import JointEmbeddingMethod
 from ssl_lightning.seeding import derive_seed
 
 VIT_MODULES = ("vision_transformer", "deit")
@@ -41,7 +40,7 @@ def patch_size(backbone: nn.Module) -> int | None:
 def running_statistics_frozen(module: nn.Module) -> Iterator[None]:
     """Inside, the BatchNorm layers of ``module`` still normalise with the batch's statistics but leave
     their running mean and variance (what evaluation uses) as they are: momentum 0, restored on exit."""
-    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    norms = batchnorm_layers(module)
     momenta = [norm.momentum for norm in norms]
     for norm in norms:
         norm.momentum = 0.0
@@ -52,7 +51,7 @@ def running_statistics_frozen(module: nn.Module) -> Iterator[None]:
             norm.momentum = momentum
 
 
-class LeJEPA(SSLMethod):
+class LeJEPA(JointEmbeddingMethod):
     """LeJEPA: λ · SIGReg + (1 − λ) · prediction on the projections of several views of each image.
 
     backbone → embedding ``e`` (what the probes see: the first global view's, detached, no extra
@@ -116,23 +115,15 @@ class LeJEPA(SSLMethod):
             )
         if isinstance(backbone, str) and is_timm_vit(backbone):
             backbone_kwargs = {"dynamic_img_size": True, **(backbone_kwargs or {})}
-        self.backbone, self.feature_dim = create_backbone(
-            backbone, in_chans, image_size, small_image_stem, backbone_kwargs
+        self.build_networks(
+            backbone, in_chans, image_size, small_image_stem, backbone_kwargs, projector_dims, projector_bias=True
         )
-        self.projector = projector_mlp(self.feature_dim, list(projector_dims))
         self.loss_fn = LeJEPALoss(sigreg_weight, knots, quadrature_grid)
         check_num_slices(num_slices)
         self.num_slices = num_slices
         self.num_global_views = num_global_views
         self.patch_size = patch_size(self.backbone)
         self._checked_sizes: set[tuple[int, ...]] = set()
-
-    def compiled_modules(self) -> list[nn.Module]:
-        return [self.backbone, self.projector, self.loss_fn]
-
-    def forward(self, images: Tensor) -> Tensor:
-        """Pooled backbone features of ``images``."""
-        return self.backbone(images)
 
     def check_batch_size(self, dataloader, world_size: int) -> None:
         """SIGReg compares a distribution over the global batch, so it needs at least 2 images there
@@ -198,7 +189,3 @@ class LeJEPA(SSLMethod):
         self.log("train/loss", loss, prog_bar=True)
         self.log_dict({f"train/{name}": value for name, value in terms.items()})
         return {"loss": loss, "features": embeddings[:batch_size].detach()}
-
-    def validation_step(self, batch, batch_idx: int) -> dict[str, Tensor]:
-        images, _ = batch
-        return {"features": self.backbone(images)}
