@@ -25,6 +25,7 @@ import sys
 from jsonargparse import auto_cli
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities import rank_zero_info
 
 import ssl_lightning.callbacks  # registers the callbacks' short names
 import ssl_lightning.data  # noqa: F401  (registers the DataModules' short names)
@@ -74,11 +75,19 @@ class SSLLightningCLI(LightningCLI):
     def before_fit(self) -> None:
         check_launch(self.trainer)
         self.resolve_last_checkpoint()
+        self.skip_init_from_on_resume()
 
     def before_validate(self) -> None:
         check_launch(self.trainer)
 
     before_test = before_predict = before_validate
+
+    def skip_init_from_on_resume(self) -> None:
+        """A resumed run takes its weights from the checkpoint: ``init_from`` is not read (it may be gone)."""
+        ckpt_path = self.config_init[self.subcommand].get("ckpt_path")
+        if ckpt_path not in (None, "last") and getattr(self.model, "init_from", None) is not None:
+            rank_zero_info(f"Resuming from {ckpt_path}: init_from={self.model.init_from} is not read.")
+            self.model.init_from = None
 
     def resolve_last_checkpoint(self) -> None:
         """``--ckpt_path=last``: resume from the newest last or SLURM-requeue checkpoint of this
@@ -107,7 +116,8 @@ CLI_OPTIONS = {
 def export_command(args: list[str]) -> None:
     """``ssl-lightning export``: :func:`~ssl_lightning.evaluation.export_encoder` from the command line."""
     weights = auto_cli(export_encoder, args=args, as_positional=False)
-    print(f"Wrote {weights} and {weights.with_suffix('.json')}")
+    written = f"{weights} and {weights.with_suffix('.json')}" if weights.suffix == ".safetensors" else f"{weights}/"
+    print(f"Wrote {written} and a model card README.md")
 
 
 def main(args: list[str] | None = None) -> None:

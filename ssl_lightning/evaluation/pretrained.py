@@ -16,13 +16,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
 import ssl_lightning.methods
-from ssl_lightning.errors import ConfigurationError
+from ssl_lightning.errors import CheckpointNotFoundError, ConfigurationError
 from ssl_lightning.evaluation.checkpoints import CheckpointError, read_checkpoint
 from ssl_lightning.evaluation.features import ViTFeatures
 from ssl_lightning.evaluation.timm_weights import TimmEncoder, backbone_as_timm, vit_as_timm
+from ssl_lightning.interop.architecture import infer_method
+from ssl_lightning.interop.layouts import read_foreign_weights
+from ssl_lightning.interop.load import load_into
 from ssl_lightning.methods.base import SSLMethod
 
 
@@ -205,19 +209,32 @@ def load_pretrained(checkpoint: str | Path, method: str | None = None) -> Pretra
     The method is rebuilt from its saved ``__init__`` arguments, so the whole method (projector or
     predictor included) is held in memory for a moment.
 
+    Weights of other code bases (an official I-JEPA/StoP ``.pth.tar``, timm or Hugging Face I-JEPA
+    weights, a torchvision-layout ResNet: :mod:`ssl_lightning.interop`) are loaded into the method
+    their shapes describe (:func:`foreign_pretrained`).
+
     Args:
-        checkpoint: path of a ``.ckpt`` file saved by a pretraining run (CLI or plain Python).
+        checkpoint: path of a ``.ckpt`` file saved by a pretraining run (CLI or plain Python), or of
+            foreign weights (a file, or a Hugging Face model folder).
         method: the method you expect (a key of :data:`METHODS`, e.g. ``"IJEPA"``); ``None`` accepts any.
 
     Raises:
         FileNotFoundError: no file at ``checkpoint``.
-        CheckpointError: the file is not an ssl_lightning pretraining checkpoint, holds another method
-            than ``method``, or cannot be rebuilt (e.g. it was trained with an ``nn.Module`` backbone).
+        CheckpointError: the file is neither an ssl_lightning pretraining checkpoint nor foreign
+            weights of a known layout, holds another method than ``method``, or cannot be rebuilt
+            (e.g. it was trained with an ``nn.Module`` backbone).
     """
     path = Path(checkpoint).expanduser()
     if method is not None and method not in METHODS:
         raise ConfigurationError(f"Unknown method {method!r}; the methods with encoders are {', '.join(METHODS)}.")
-    content = read_checkpoint(path)
+    try:
+        content = read_checkpoint(path)
+    except CheckpointNotFoundError:
+        if not path.is_dir():
+            raise
+        return foreign_pretrained(path, method)
+    except CheckpointError:
+        return foreign_pretrained(path, method)
     names = candidate_methods(content, path)
     if method is not None:
         if method not in names:
@@ -243,3 +260,16 @@ def load_pretrained(checkpoint: str | Path, method: str | None = None) -> Pretra
         f"{path} looks like a {' or '.join(names)} checkpoint but cannot be rebuilt from its hyper-parameters "
         f"and weights (saved by another ssl_lightning version?): {'; '.join(errors)}"
     )
+
+
+def foreign_pretrained(path: Path, method: str | None) -> Pretrained:
+    """Foreign weights (:func:`~ssl_lightning.interop.layouts.read_foreign_weights`) in the method
+    their shapes describe (:func:`~ssl_lightning.interop.architecture.infer_method`; ``method``
+    chooses among methods of the same architecture). What was loaded is logged."""
+    weights = read_foreign_weights(path)
+    name, arguments = infer_method(weights, method)
+    if name not in METHODS:
+        raise ConfigurationError(f"Unknown method {name!r}; the methods with encoders are {', '.join(METHODS)}.")
+    built = method_class(name)(**arguments)
+    rank_zero_info(str(load_into(built.weight_parts(), weights)))
+    return Pretrained(name, built.eval(), dict(built.hparams), path)

@@ -45,7 +45,7 @@ class BarlowTwins(JointEmbeddingMethod):
         small_image_stem: 3×3 ResNet stem without max-pool; ``None`` = automatic for ≤ 64 px.
         backbone_kwargs: extra ``timm.create_model`` arguments (e.g. a narrow ResNet's ``channels``).
         optimizer, warmup_epochs, warmup_steps, warmup_start_factor, final_lr_factor, lr_reference_batch_size,
-            compile, compile_options, channels_last: see :class:`SSLMethod`.
+            compile, compile_options, channels_last, init_from: see :class:`SSLMethod`.
     """
 
     def __init__(
@@ -68,6 +68,7 @@ class BarlowTwins(JointEmbeddingMethod):
         warmup_steps: int | None = None,
         lr_reference_batch_size: int | None = None,
         channels_last: bool = False,
+        init_from: str | None = None,
     ) -> None:
         super().__init__(**base_arguments(locals()))
         self.save_init_arguments()

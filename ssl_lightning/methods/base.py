@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 import math
 import operator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from lightning.pytorch import LightningModule
@@ -23,6 +23,9 @@ from torch.optim.lr_scheduler import LambdaLR
 from ssl_lightning.errors import ConfigurationError, ConfigurationTypeError, TrainingDivergedError
 from ssl_lightning.nn.schedules import warmup_cosine
 from ssl_lightning.seeding import derive_seed, draw_seed
+
+if TYPE_CHECKING:
+    from ssl_lightning.interop.load import ImportReport
 
 RUN_SEED_KEY = "ssl_lightning_run_seed"
 """The checkpoint entry holding :attr:`SSLMethod.run_seed`."""
@@ -164,6 +167,13 @@ class SSLMethod(LightningModule):
             fit starts (:meth:`configure_model`), so convolutions run in NHWC: faster on CPUs (oneDNN) and
             on GPUs with tensor cores (e.g. 1.3× for a narrow ResNet-18 step on 28 px images on 2 CPU
             cores). Inputs stay as they are; the state dict is unchanged, so checkpoints load either way.
+        init_from: weights to start from: an official I-JEPA/StoP ``.pth.tar``, timm or Hugging Face
+            I-JEPA weights, a torchvision-layout ResNet (the released VICReg and Barlow Twins ones), or
+            another ssl_lightning checkpoint (:mod:`ssl_lightning.interop`). Loaded into the method's
+            :meth:`weight_parts` once, when a fit, validation or test starts (:meth:`setup`), before
+            Lightning restores a ``ckpt_path``, whose weights then replace them; the ``ssl-lightning``
+            command does not read it at all when resuming. :meth:`load_weights` loads weights at
+            once. A summary of what was loaded is logged.
     """
 
     def __init__(
@@ -177,6 +187,7 @@ class SSLMethod(LightningModule):
         warmup_steps: int | None = None,
         lr_reference_batch_size: int | None = None,
         channels_last: bool = False,
+        init_from: str | None = None,
     ) -> None:
         super().__init__()
         if warmup_epochs < 0:
@@ -210,6 +221,8 @@ class SSLMethod(LightningModule):
         self.compile_options = dict(compile_options or {})
         self._modules_compiled = False
         self.channels_last = channels_last
+        self.init_from = init_from
+        self._init_from_applied = False
         self._buffers_before_batch = BufferSnapshot()
         self.run_seed: int | None = None
         """Seed of the training batches' random draws: drawn when the first fit starts, then kept
@@ -222,6 +235,28 @@ class SSLMethod(LightningModule):
         frame = inspect.currentframe().f_back
         modules = [name for name, value in frame.f_locals.items() if isinstance(value, nn.Module)]
         self.save_hyperparameters(ignore=["optimizer", *modules], frame=frame)
+
+    def weight_parts(self) -> dict[str, nn.Module]:
+        """The parts that weights from other code bases load into (:mod:`ssl_lightning.interop`):
+        ``encoder`` always, and ``target_encoder``, ``predictor`` or ``projector`` where the method has them."""
+        raise NotImplementedError(
+            f"{type(self).__name__} does not name its weight_parts(); it cannot load foreign weights."
+        )
+
+    def load_weights(self, source: str) -> ImportReport:
+        """Load ``source`` (any layout :mod:`ssl_lightning.interop` reads) into :meth:`weight_parts`,
+        all or nothing, log what was loaded and return the report."""
+        from ssl_lightning.interop.load import load_weights  # the interop package reads our checkpoints too
+
+        report = load_weights(self.weight_parts(), source)
+        rank_zero_info(str(report))
+        return report
+
+    def setup(self, stage: str) -> None:
+        """Load ``init_from`` once (Lightning calls this before it restores a ``ckpt_path``)."""
+        if self.init_from is not None and not self._init_from_applied:
+            self.load_weights(self.init_from)
+        self._init_from_applied = True
 
     def configure_model(self) -> None:
         """Lightning's hook once the strategy is set up (before the optimizer exists): under

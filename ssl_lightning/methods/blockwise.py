@@ -57,7 +57,7 @@ class BlockwiseBarlowTwins(SSLMethod):
         small_image_stem: 3×3 ResNet stem without max-pool; ``None`` = automatic for ≤ 64 px.
         backbone_kwargs: extra ``timm.create_model`` arguments (e.g. a narrow ResNet's ``channels``).
         optimizer, warmup_epochs, warmup_steps, warmup_start_factor, final_lr_factor, lr_reference_batch_size,
-            compile, compile_options, channels_last: see :class:`SSLMethod`.
+            compile, compile_options, channels_last, init_from: see :class:`SSLMethod`.
     """
 
     def __init__(
@@ -84,6 +84,7 @@ class BlockwiseBarlowTwins(SSLMethod):
         warmup_steps: int | None = None,
         lr_reference_batch_size: int | None = None,
         channels_last: bool = False,
+        init_from: str | None = None,
     ) -> None:
         super().__init__(**base_arguments(locals()))
         self.save_init_arguments()
@@ -108,6 +109,10 @@ class BlockwiseBarlowTwins(SSLMethod):
         (whose state dict keeps the plain ResNet's keys, exportable as is), and a module swapped in
         later — e.g. SyncBatchNorm by ``Trainer(sync_batchnorm=True)`` — is the one they run."""
         return resnet_stages(self.backbone)
+
+    def weight_parts(self) -> dict[str, nn.Module]:
+        """The ResNet only: the per-block heads and projectors are this method's own."""
+        return {"encoder": self.backbone}
 
     def compiled_modules(self) -> list[nn.Module]:
         """Each stage, head and projector, and the loss: the stages, not the backbone, which is

@@ -152,6 +152,9 @@ class IJEPA(SSLMethod):
         warmup_steps, lr_reference_batch_size: see :class:`SSLMethod` (the official code sets an
             absolute learning rate: ``None`` reproduces it).
         channels_last: see :class:`SSLMethod` (only the patch embedding is a convolution here).
+        init_from: see :class:`SSLMethod`; an official I-JEPA or StoP checkpoint fills the context
+            encoder, the target encoder and the predictor; encoder-only weights (timm, Hugging Face)
+            fill both encoders and leave the predictor at its initialisation.
     """
 
     def __init__(
@@ -191,6 +194,7 @@ class IJEPA(SSLMethod):
         warmup_steps: int | None = None,
         lr_reference_batch_size: int | None = None,
         channels_last: bool = False,
+        init_from: str | None = None,
     ) -> None:
         super().__init__(**base_arguments(locals()))
         self.save_init_arguments()
@@ -262,11 +266,15 @@ class IJEPA(SSLMethod):
     def compiled_modules(self) -> list[nn.Module]:
         return [self.context_encoder, self.target_encoder, self.predictor, self.loss_fn]
 
+    def weight_parts(self) -> dict[str, nn.Module]:
+        return {"encoder": self.context_encoder, "target_encoder": self.target_encoder, "predictor": self.predictor}
+
     def setup(self, stage: str) -> None:
         """Reject Lightning's ``FSDPStrategy`` (FSDP1) before it wraps the model: it flattens the
         parameters of each wrapped unit into one ``FlatParameter`` and shards that by offset, and
         it wraps the whole LightningModule as one root unit, so the root shard mixes the student's
-        and the teacher's embeddings and norms and the EMA cannot pair them rank-locally."""
+        and the teacher's embeddings and norms and the EMA cannot pair them rank-locally. Then
+        load ``init_from`` (:meth:`SSLMethod.setup`)."""
         if isinstance(self.trainer.strategy, FSDPStrategy):
             raise ConfigurationTypeError(
                 f"{type(self).__name__} does not support strategy=fsdp (FSDPStrategy, FSDP1): its EMA update needs the "
@@ -274,6 +282,7 @@ class IJEPA(SSLMethod):
                 "lightning.pytorch.strategies.ModelParallelStrategy(data_parallel_size=<devices × num_nodes>, "
                 "tensor_parallel_size=1), or strategy=ddp."
             )
+        super().setup(stage)
 
     def train(self, mode: bool = True) -> IJEPA:
         super().train(mode)

@@ -43,6 +43,9 @@ class JointEmbeddingMethod(SSLMethod):
             self.feature_dim, list(projector_dims), bias=projector_bias, last_bias=projector_last_bias
         )
 
+    def weight_parts(self) -> dict[str, nn.Module]:
+        return {"encoder": self.backbone, "projector": self.projector}
+
     def compiled_modules(self) -> list[nn.Module]:
         return [self.backbone, self.projector, self.loss_fn]
 
