@@ -10,19 +10,24 @@ our own mapping.
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import timm
 import torch
 import torchvision
 from lightning.pytorch import Callback, Trainer
 
+from ssl_lightning.cli import main
 from ssl_lightning.errors import CheckpointError, ConfigurationError
 from ssl_lightning.evaluation import export_encoder, load_encoder, load_pretrained
 from ssl_lightning.methods import VICReg
+from tests.fake_data import write_fake_fashion_mnist
 from tests.jepa_helpers import batch_and_masks
 from tests.jepa_helpers import tiny_method as tiny_jepa
 from tests.pretrained import pretrained_checkpoint
 from tests.synthetic import NoisyClassDataModule
+from tests.test_cli import QUICKSTART, TINY
 
 transformers = pytest.importorskip("transformers")
 
@@ -260,3 +265,23 @@ def test_hf_export_of_a_resnet_says_which_format_applies(tmp_path):
     with pytest.raises(ConfigurationError, match="not a ViT.*--format timm"):
         export_encoder(checkpoint, tmp_path / "hf", format="hf")
     assert not (tmp_path / "hf").exists()
+
+
+def test_cli_export_writes_a_model_card_of_the_run_and_init_from_takes_our_checkpoint(tmp_path, caplog):
+    write_fake_fashion_mnist(tmp_path / "data")
+    fit = [
+        "fit", "--config", str(QUICKSTART), f"--data.data_dir={tmp_path / 'data'}", *TINY,
+        "--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1",
+        f"--trainer.logger.init_args.save_dir={tmp_path}", "--trainer.logger.init_args.version=run",
+    ]  # fmt: skip
+    main(fit)
+    checkpoint = tmp_path / "quickstart" / "run" / "checkpoints" / "last.ckpt"
+    output = tmp_path / "export" / "encoder.safetensors"
+    main(["export", f"--checkpoint={checkpoint}", f"--output={output}"])
+    card = (output.parent / "README.md").read_text()
+    assert "VICReg, backbone encoder" in card and "- **Data**: FashionMNIST(" in card
+    assert "| probe/val_acc |" in card and "optimizer steps" in card and "load_encoder(" in card
+
+    with caplog.at_level(logging.INFO):
+        main([*fit[:-1], "--trainer.logger.init_args.version=again", f"--model.init_args.init_from={checkpoint}"])
+    assert f"Loaded {checkpoint} (layout 'ssl_lightning')" in caplog.text

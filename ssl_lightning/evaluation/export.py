@@ -145,7 +145,7 @@ def export_encoder(
     facts = {
         "Method": f"{pretrained.name}, {source['encoder']} encoder",
         "Architecture": f"{timm_encoder.architecture} {json.dumps(timm_encoder.model_kwargs)}",
-        "Input": f"{pretrained.in_chans} channels, {pretrained.image_size} px",
+        "Input": f"{pretrained.image_size} px images of {pretrained.in_chans} channel(s)",
         "Exported from": source["checkpoint"],
     }
     card = model_card(f"{pretrained.name} encoder", facts, run_record(pretrained.path), snippet)

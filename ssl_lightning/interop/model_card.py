@@ -82,7 +82,7 @@ def model_card(title: str, facts: dict[str, Any], record: RunRecord, load_snippe
     lines = [CARD_MARKER, f"# {title}", ""]
     lines += [f"- **{key}**: {value}" for key, value in facts.items()]
     if record.global_step is not None:
-        lines.append(f"- **Pretraining**: {record.global_step} optimizer steps ({record.epoch} epochs completed)")
+        lines.append(f"- **Pretraining**: {record.global_step} optimizer steps (epoch counter {record.epoch})")
     lines.append(f"- **Data**: {record.data or 'not recorded'}")
     if record.metrics:
         lines += ["", "| evaluation (online, last logged) | value |", "|---|---:|"]
