@@ -136,7 +136,8 @@ def test_official_checkpoint_evaluates_and_round_trips_through_both_exports(tmp_
 
 def test_hf_export_loads_in_transformers_with_our_features(tmp_path):
     checkpoint = pretrained_checkpoint("IJEPA", tmp_path)
-    folder = export_encoder(checkpoint, tmp_path / "ijepa-hf", format="hf")
+    folder = tmp_path / "ijepa-hf"
+    main(["export", f"--checkpoint={checkpoint}", f"--output={folder}", "--format=hf"])
     model = transformers.IJepaModel.from_pretrained(folder).eval()
     ours = load_pretrained(checkpoint).method
     images = torch.randn(4, 1, 32, 32)
