@@ -7,7 +7,10 @@ checkpoint, and each sample's views drawn from a seed of ``(seed, epoch, index)`
 any number of workers (:mod:`ssl_lightning.seeding`).
 
 Training batches are ``(views, labels)`` (a list of ``(B, C, H, W)`` float tensors, one per view,
-and ``(B,)`` long labels, -1 where unknown); validation batches are ``(images, labels)``.
+and ``(B,)`` long labels, -1 where unknown); validation batches are ``(images, labels)``. With
+``batched_views=True`` the training loader yields ``(uint8 images, labels)`` and the views are made
+on the training device, for the whole batch at once, in :meth:`SSLDataModule.on_after_batch_transfer`
+(:mod:`ssl_lightning.data.batched`), from a random stream keyed by the batch's position in the run.
 """
 
 import warnings
@@ -20,11 +23,14 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 from torchdata.stateful_dataloader import StatefulDataLoader
 
+from ssl_lightning.data.batched import BatchedViews
 from ssl_lightning.data.sampling import ResumableSampler, SeededSamples
-from ssl_lightning.data.transforms import eval_transform
+from ssl_lightning.data.transforms import batched_load_transform, eval_transform
 from ssl_lightning.data.views import JointEmbeddingViews, MultiViewTransform, ViewRecipe
 from ssl_lightning.errors import ConfigurationError, SSLLightningError
-from ssl_lightning.seeding import draw_seed
+from ssl_lightning.seeding import derive_seed, draw_seed
+
+VIEW_STREAM = 0x76696577  # "view": keys the batched views' generator apart from other streams of the seed
 
 # torchdata 0.11's StatefulDataLoader calls a deprecated torch function at every iterator; nothing to act on.
 warnings.filterwarnings("ignore", message="'set_vital' is deprecated", category=UserWarning, module="torchdata")
@@ -55,6 +61,10 @@ class SSLDataModule(LightningDataModule, ABC):
         seed: seed of the training order and augmentations; ``None`` = drawn from torch's RNG when
             the training loader is first built (``seed_everything`` decides it). A resumed run takes
             the seed from its checkpoint.
+        batched_views: make the training views on the training device, a batch at a time
+            (:mod:`ssl_lightning.data.batched`), instead of per sample in the loader's workers, which
+            then only decode (and bring images of varying size to one size). Same recipe, same
+            parameter distributions; worth it when the workers cannot keep up (GPUs, many views).
     """
 
     num_classes: int
@@ -76,6 +86,7 @@ class SSLDataModule(LightningDataModule, ABC):
         download: bool = True,
         image_size: int | None = None,
         seed: int | None = None,
+        batched_views: bool = False,
     ) -> None:
         super().__init__()
         self.data_dir = Path(data_dir).expanduser()
@@ -86,6 +97,11 @@ class SSLDataModule(LightningDataModule, ABC):
         self.download = download
         self.image_size = image_size or self.native_size
         self.seed = seed
+        self.batched_views = batched_views
+        self.batched: BatchedViews | None = None
+        self._view_generator: torch.Generator | None = None
+        self.view_batches = 0
+        """Training batches whose views :meth:`on_after_batch_transfer` made (in the checkpoint)."""
         self.train_dataset: Dataset | None = None
         self.val_dataset: Dataset | None = None
 
@@ -150,7 +166,12 @@ class SSLDataModule(LightningDataModule, ABC):
     def setup(self, stage: str | None = None) -> None:
         if self.train_dataset is not None:
             return
-        train_transform = self.views.train_transform(self.image_size, self.channels, self.mean, self.std)
+        if self.batched_views:
+            specs = self.views.view_specs(self.image_size, self.channels)
+            self.batched = BatchedViews(specs, self.mean, self.std)
+            train_transform = batched_load_transform(self.image_size, self.native_size)
+        else:
+            train_transform = self.views.train_transform(self.image_size, self.channels, self.mean, self.std)
         self.train_dataset, self.val_dataset = self.build_datasets(
             self.data_root(), train_transform, self.evaluation_transform()
         )
@@ -173,6 +194,31 @@ class SSLDataModule(LightningDataModule, ABC):
             drop_last=True,
             **self._worker_options(),
         )
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """Batched views: a training batch's ``uint8`` images become the recipe's views, on their device.
+
+        Batch ``n`` of the run draws from a generator seeded by ``(seed, rank, n)``: every process has
+        its own stream, and a checkpoint needs only ``n`` (the same on every rank) to resume it exactly.
+        """
+        if self.batched is None or self.trainer is None or not self.trainer.training:
+            return batch
+        images, labels = batch
+        if self._view_generator is None or self._view_generator.device != images.device:
+            self._view_generator = torch.Generator(images.device)
+        rank = self.trainer.global_rank
+        self._view_generator.manual_seed(derive_seed(self.seed or 0, VIEW_STREAM, rank, self.view_batches))
+        self.view_batches += 1
+        return self.batched(images, self._view_generator), labels
+
+    def state_dict(self) -> dict:
+        """Batched views: the seed and how many batches the views have been made for (their random
+        stream's position). Per-sample views need nothing here: the loader's state covers them."""
+        return {"seed": self.seed, "view_batches": self.view_batches} if self.batched_views else {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.seed = state_dict.get("seed", self.seed)
+        self.view_batches = state_dict.get("view_batches", 0)
 
     def val_dataloader(self) -> DataLoader:
         return self._ordered_loader(self.val_dataset)

@@ -110,6 +110,7 @@ class ImageFolder(SSLDataModule):
         num_classes: int | None = None,
         seed: int | None = None,
         bad_images: Literal["error", "skip"] = "error",
+        batched_views: bool = False,
     ) -> None:
         if bad_images not in ("error", "skip"):
             raise ConfigurationError(f"bad_images must be 'error' or 'skip', got {bad_images!r}")
@@ -123,6 +124,7 @@ class ImageFolder(SSLDataModule):
             download=False,
             image_size=image_size,
             seed=seed,
+            batched_views=batched_views,
         )
         self.num_classes = num_classes or len(self._classes())
 

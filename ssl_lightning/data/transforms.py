@@ -5,6 +5,7 @@ normalised ``float32`` only at the end, which keeps per-sample augmentation chea
 """
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Literal, get_args
 
 import torch
@@ -54,10 +55,14 @@ def with_probability(p: float, transform: v2.Transform) -> list[v2.Transform]:
     return [v2.RandomApply([transform], p=p)]
 
 
+def blur_kernel_size(image_size: int) -> int:
+    """The Gaussian blur's kernel side: about 10% of the image side, odd (BYOL: 23 px at 224 px)."""
+    return 2 * round(0.05 * image_size) + 1
+
+
 def gaussian_blur(image_size: int, sigma: Sequence[float], p: float) -> list[v2.Transform]:
-    """Random Gaussian blur with a kernel about 10% of the image side (BYOL: 23 px at 224 px)."""
-    kernel_size = 2 * round(0.05 * image_size) + 1
-    return with_probability(p, v2.GaussianBlur(kernel_size, sigma=tuple(sigma)))
+    """Random Gaussian blur with a kernel of :func:`blur_kernel_size`."""
+    return with_probability(p, v2.GaussianBlur(blur_kernel_size(image_size), sigma=tuple(sigma)))
 
 
 def random_grayscale(channels: int, p: float) -> list[v2.Transform]:
@@ -65,6 +70,69 @@ def random_grayscale(channels: int, p: float) -> list[v2.Transform]:
     if channels == 1:
         return []
     return with_probability(p, v2.Grayscale(num_output_channels=channels))
+
+
+@dataclass(frozen=True)
+class ViewSpec:
+    """One view's augmentation: what a recipe says about it, from which both the per-sample
+    pipeline (:func:`per_sample_pipeline`) and the batched one (:mod:`ssl_lightning.data.batched`) are built.
+
+    Operations in order: random resized crop to ``size`` (area ``crop_scale``, aspect ``crop_ratio``),
+    horizontal flip, colour jitter (``jitter`` = brightness, contrast, saturation, hue strengths; one-channel
+    images get the first two only), grayscale (RGB only), Gaussian blur (sigma in ``blur_sigma``),
+    solarisation; each with its probability (0: absent).
+    """
+
+    size: int
+    crop_scale: tuple[float, float]
+    interpolation: Interpolation = "bilinear"
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    hflip_prob: float = 0.0
+    jitter_prob: float = 0.0
+    jitter: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+    grayscale_prob: float = 0.0
+    blur_prob: float = 0.0
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    solarize_prob: float = 0.0
+
+
+SOLARIZE_THRESHOLD = 128
+"""Mid-grey on uint8 images, the scale every per-sample pipeline works on."""
+
+
+def per_sample_pipeline(spec: ViewSpec, channels: int) -> v2.Compose:
+    """The torchvision pipeline (uint8 image → uint8 view) of one :class:`ViewSpec`."""
+    brightness, contrast, saturation, hue = spec.jitter
+    if channels == 1:
+        jitter = v2.ColorJitter(brightness=brightness, contrast=contrast)
+    else:
+        jitter = v2.ColorJitter(brightness, contrast, saturation, hue)
+    flip = [v2.RandomHorizontalFlip(p=spec.hflip_prob)] if spec.hflip_prob > 0 else []
+    return v2.Compose(
+        [
+            v2.RandomResizedCrop(
+                spec.size, scale=tuple(spec.crop_scale), ratio=tuple(spec.crop_ratio),
+                interpolation=interpolation_mode(spec.interpolation),
+            ),
+            *flip,
+            *with_probability(spec.jitter_prob, jitter),
+            *random_grayscale(channels, spec.grayscale_prob),
+            *gaussian_blur(spec.size, spec.blur_sigma, spec.blur_prob),
+            *with_probability(spec.solarize_prob, v2.RandomSolarize(SOLARIZE_THRESHOLD, p=1.0)),
+        ]
+    )  # fmt: skip
+
+
+def batched_load_transform(image_size: int, native_size: int | None) -> v2.Compose:
+    """What the workers do in batched-view mode: decode to a ``uint8`` tensor and, for images of
+    varying size, resize the short side and centre-crop to one size, so that images batch. That
+    size keeps what the evaluation crop keeps around ``image_size`` (256 for 224; ``image_size``
+    itself for small images); the views' random crops are then drawn from it."""
+    geometry = []
+    if native_size is None:
+        load_size = image_size if is_small_image(image_size) else round(image_size / EVAL_CROP_FRACTION)
+        geometry = [v2.Resize(load_size, antialias=True), v2.CenterCrop(load_size)]
+    return v2.Compose([v2.ToImage(), *geometry, v2.ToPureTensor()])
 
 
 def to_normalized_float(mean: Sequence[float], std: Sequence[float]) -> v2.Compose:

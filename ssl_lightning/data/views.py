@@ -13,22 +13,19 @@ from torchvision.transforms import v2
 from ssl_lightning.data.transforms import (
     Interpolation,
     MultiViewTransform,
-    gaussian_blur,
+    ViewSpec,
     interpolation_mode,
     is_small_image,
-    random_grayscale,
-    random_resized_crop,
+    per_sample_pipeline,
     to_normalized_float,
-    with_probability,
 )
 from ssl_lightning.errors import ConfigurationError
 
-SOLARIZE_THRESHOLD = 128
-"""Mid-grey on uint8 images, the scale every view pipeline works on."""
-
 
 class ViewRecipe(ABC):
-    """Base class of view recipes: subclasses list one uint8 augmentation pipeline per view.
+    """Base class of view recipes: subclasses describe each view as a :class:`ViewSpec`, from which
+    the per-sample pipelines (:meth:`view_pipelines`, in the loader's workers) and the batched views
+    (:class:`~ssl_lightning.data.batched.BatchedViews`, on the training device) are both built.
 
     ``eval_interpolation`` is the resampling of the DataModule's validation resize (see
     :func:`~ssl_lightning.data.transforms.eval_transform`): bilinear, except where a recipe
@@ -38,8 +35,12 @@ class ViewRecipe(ABC):
     eval_interpolation: Interpolation = "bilinear"
 
     @abstractmethod
+    def view_specs(self, image_size: int, channels: int) -> list[ViewSpec]:
+        """One :class:`ViewSpec` per view, for a DataModule of ``image_size`` and ``channels``."""
+
     def view_pipelines(self, image_size: int, channels: int) -> list[v2.Transform]:
-        """One augmentation pipeline (uint8 image -> uint8 image) per view."""
+        """One per-sample augmentation pipeline (uint8 image -> uint8 image) per view."""
+        return [per_sample_pipeline(spec, channels) for spec in self.view_specs(image_size, channels)]
 
     def train_transform(
         self,
@@ -109,16 +110,15 @@ class JointEmbeddingViews(ViewRecipe):
         self.blur_sigma = blur_sigma
         self.solarize_probs = solarize_probs
 
-    def view_pipelines(self, image_size: int, channels: int) -> list[v2.Transform]:
+    def view_specs(self, image_size: int, channels: int) -> list[ViewSpec]:
         small = is_small_image(image_size)
         crop_scale = self.crop_scale or ((0.2, 1.0) if small else (0.08, 1.0))
         blur_probs = self.blur_probs
         if blur_probs is None:
             blur_probs = (0.0,) if small else (1.0, 0.1)
         return [
-            self._pipeline(
+            self.spec(
                 image_size,
-                channels,
                 crop_scale,
                 blur_prob=blur_probs[view % len(blur_probs)],
                 solarize_prob=self.solarize_probs[view % len(self.solarize_probs)],
@@ -126,29 +126,19 @@ class JointEmbeddingViews(ViewRecipe):
             for view in range(self.num_views)
         ]
 
-    def _pipeline(
-        self,
-        image_size: int,
-        channels: int,
-        crop_scale: tuple[float, float],
-        blur_prob: float,
-        solarize_prob: float,
-    ) -> v2.Compose:
-        brightness, contrast, saturation, hue = self.jitter
-        if channels == 1:
-            jitter = v2.ColorJitter(brightness=brightness, contrast=contrast)
-        else:
-            jitter = v2.ColorJitter(brightness, contrast, saturation, hue)
-        solarize = v2.RandomSolarize(SOLARIZE_THRESHOLD, p=1.0)
-        return v2.Compose(
-            [
-                random_resized_crop(image_size, crop_scale, self.interpolation),
-                v2.RandomHorizontalFlip(p=self.hflip_prob),
-                *with_probability(self.jitter_prob, jitter),
-                *random_grayscale(channels, self.grayscale_prob),
-                *gaussian_blur(image_size, self.blur_sigma, blur_prob),
-                *with_probability(solarize_prob, solarize),
-            ]
+    def spec(self, size: int, crop_scale: tuple[float, float], blur_prob: float, solarize_prob: float) -> ViewSpec:
+        """One view of this recipe at ``size`` px."""
+        return ViewSpec(
+            size,
+            tuple(crop_scale),
+            self.interpolation,
+            hflip_prob=self.hflip_prob,
+            jitter_prob=self.jitter_prob,
+            jitter=tuple(self.jitter),
+            grayscale_prob=self.grayscale_prob,
+            blur_prob=blur_prob,
+            blur_sigma=tuple(self.blur_sigma),
+            solarize_prob=solarize_prob,
         )
 
 
@@ -166,13 +156,14 @@ class IJEPAViews(ViewRecipe):
         self.crop_scale = crop_scale
         self.interpolation = interpolation
 
-    def view_pipelines(self, image_size: int, channels: int) -> list[v2.Transform]:
-        return [random_resized_crop(image_size, self.crop_scale, self.interpolation)]
+    def view_specs(self, image_size: int, channels: int) -> list[ViewSpec]:
+        return [ViewSpec(image_size, tuple(self.crop_scale), self.interpolation)]
 
 
 class StoPViews(ViewRecipe):
     """The FlexPredict / StoP recipe (Bar et al. 2023, reference run): one view, the I-JEPA crop
-    plus horizontal flip, Gaussian blur (p 0.5, sigma in [0.1, 2]) and random grayscale (p 0.2).
+    plus horizontal flip, random grayscale (p 0.2) and Gaussian blur (p 0.5, sigma in [0.1, 2]), in
+    the reference's order.
 
     The reference enables I-JEPA's colour distortion with jitter strength 0, which leaves only its
     grayscale step; hence no colour jitter here. On one-channel data there is no grayscale
@@ -197,20 +188,20 @@ class StoPViews(ViewRecipe):
         self.blur_sigma = blur_sigma
         self.grayscale_prob = grayscale_prob
 
-    def view_pipelines(self, image_size: int, channels: int) -> list[v2.Transform]:
+    def view_specs(self, image_size: int, channels: int) -> list[ViewSpec]:
         blur_prob = self.blur_prob
         if blur_prob is None:
             blur_prob = 0.0 if is_small_image(image_size) else 0.5
-        return [
-            v2.Compose(
-                [
-                    random_resized_crop(image_size, self.crop_scale, self.interpolation),
-                    v2.RandomHorizontalFlip(p=self.hflip_prob),
-                    *gaussian_blur(image_size, self.blur_sigma, blur_prob),
-                    *random_grayscale(channels, self.grayscale_prob),
-                ]
-            )
-        ]
+        spec = ViewSpec(
+            image_size,
+            tuple(self.crop_scale),
+            self.interpolation,
+            hflip_prob=self.hflip_prob,
+            grayscale_prob=self.grayscale_prob,
+            blur_prob=blur_prob,
+            blur_sigma=tuple(self.blur_sigma),
+        )
+        return [spec]
 
 
 class LinearEvalViews(ViewRecipe):
@@ -243,16 +234,9 @@ class LinearEvalViews(ViewRecipe):
         self.interpolation = interpolation
         self.eval_interpolation = eval_interpolation
 
-    def view_pipelines(self, image_size: int, channels: int) -> list[v2.Transform]:
+    def view_specs(self, image_size: int, channels: int) -> list[ViewSpec]:
         crop_scale = self.crop_scale or ((0.2, 1.0) if is_small_image(image_size) else (0.08, 1.0))
-        return [
-            v2.Compose(
-                [
-                    random_resized_crop(image_size, crop_scale, self.interpolation),
-                    v2.RandomHorizontalFlip(p=self.hflip_prob),
-                ]
-            )
-        ]
+        return [ViewSpec(image_size, tuple(crop_scale), self.interpolation, hflip_prob=self.hflip_prob)]
 
 
 class MultiCropViews(JointEmbeddingViews):
@@ -332,9 +316,9 @@ class MultiCropViews(JointEmbeddingViews):
         global_size = self.global_size or image_size
         return global_size, self.local_size or max(4, round(global_size * 98 / 224))
 
-    def view_pipelines(self, image_size: int, channels: int) -> list[v2.Transform]:
+    def view_specs(self, image_size: int, channels: int) -> list[ViewSpec]:
         global_size, local_size = self.view_sizes(image_size)
         blur_prob = self.blur_probs[0] if self.blur_probs is not None else (0.0 if is_small_image(global_size) else 0.5)
         solarize_prob = self.solarize_probs[0]
         kinds = [(global_size, self.crop_scale)] * self.num_global + [(local_size, self.local_scale)] * self.num_local
-        return [self._pipeline(size, channels, scale, blur_prob, solarize_prob) for size, scale in kinds]
+        return [self.spec(size, scale, blur_prob, solarize_prob) for size, scale in kinds]
