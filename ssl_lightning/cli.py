@@ -1,5 +1,5 @@
 """The ``ssl-lightning`` command: a LightningCLI over every method, evaluation module and DataModule
-of the package, plus ``export``.
+of the package, plus ``export`` and ``prepare``.
 
     ssl-lightning fit --config examples/quickstart.yaml
     ssl-lightning fit --model VICReg --data FashionMNIST --trainer.max_epochs=1
@@ -7,6 +7,7 @@ of the package, plus ``export``.
     ssl-lightning fit --config examples/linear_eval.yaml --model.init_args.checkpoint=PATH
     ssl-lightning validate --config examples/knn_eval.yaml --model.init_args.checkpoint=PATH
     ssl-lightning export --checkpoint PATH --output encoder.safetensors
+    ssl-lightning prepare --source imagenet/ --output imagenet-shards/   # for StreamingImages
     ssl-lightning fit --config examples/quickstart.yaml --ckpt_path=last   # resume after a kill
 
 Errors of ours (:mod:`ssl_lightning.errors`) print as one line and exit with status 1; ``--debug``
@@ -42,10 +43,12 @@ from ssl_lightning.cli_checks import (
     drop_dry_run_checkpoints,
     warn_overridden_links,
 )
+from ssl_lightning.data.streaming import prepare_image_folder
 from ssl_lightning.errors import is_debug, our_error
 from ssl_lightning.evaluation import export_encoder  # (also registers the methods' and evaluations' short names)
 
 EXPORT = "export"
+PREPARE = "prepare"
 DATA_TO_MODEL_LINKS = {"channels": "in_chans", "image_size": "image_size"}
 
 
@@ -120,6 +123,12 @@ def export_command(args: list[str]) -> None:
     print(f"Wrote {written} and a model card README.md")
 
 
+def prepare_command(args: list[str]) -> None:
+    """``ssl-lightning prepare``: :func:`~ssl_lightning.data.streaming.prepare_image_folder` from the command line."""
+    output = auto_cli(prepare_image_folder, args=args, as_positional=False)
+    print(f"Wrote the shards of {output} (train with --data StreamingImages --data.data_dir={output})")
+
+
 def main(args: list[str] | None = None) -> None:
     """Entry point of ``ssl-lightning`` and ``python -m ssl_lightning`` (returns nothing: a console
     script's return value becomes its exit status). An :class:`~ssl_lightning.errors.SSLLightningError`
@@ -142,10 +151,13 @@ def main(args: list[str] | None = None) -> None:
 
 def run(args: list[str] | None = None) -> SSLLightningCLI | None:
     """``ssl-lightning`` from Python: the finished CLI (its ``trainer.callback_metrics`` hold the
-    run's last metrics), or ``None`` for ``export``."""
+    run's last metrics), or ``None`` for ``export`` and ``prepare``."""
     command = sys.argv[1:] if args is None else args
     if command[:1] == [EXPORT]:
         export_command(command[1:])
+        return None
+    if command[:1] == [PREPARE]:
+        prepare_command(command[1:])
         return None
     return SSLLightningCLI(**CLI_OPTIONS, args=args)
 

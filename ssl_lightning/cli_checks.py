@@ -16,8 +16,9 @@ from lightning.pytorch.cli import LightningArgumentParser
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 COMMANDS_LINE = (
-    "Commands: fit, validate, test, predict (LightningCLI; `ssl-lightning fit --help`) and export "
-    "(an encoder as timm weights; `ssl-lightning export --help`)."
+    "Commands: fit, validate, test, predict (LightningCLI; `ssl-lightning fit --help`), export "
+    "(an encoder as timm or Hugging Face weights; `ssl-lightning export --help`) and prepare (an image "
+    "folder as streaming shards; `ssl-lightning prepare --help`)."
 )
 MAX_LISTED_SUBCLASSES = 4
 

@@ -11,6 +11,7 @@ from ssl_lightning.data.cifar import CIFAR10, CIFAR100
 from ssl_lightning.data.image_folder import ImageFolder
 from ssl_lightning.data.mnist import MNIST, FashionMNIST
 from ssl_lightning.data.stl10 import STL10
+from ssl_lightning.data.streaming import StreamingImages
 from ssl_lightning.data.transforms import MultiViewTransform, eval_transform
 from ssl_lightning.data.views import (
     IJEPAViews,
@@ -36,6 +37,7 @@ __all__ = [
     "MultiViewTransform",
     "SSLDataModule",
     "StoPViews",
+    "StreamingImages",
     "ViewRecipe",
     "eval_transform",
 ]

@@ -184,9 +184,7 @@ class SSLDataModule(LightningDataModule, ABC):
             )
         trainer = self.trainer
         world_size, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-        if self.seed is None:
-            self.seed = draw_seed(trainer.strategy if trainer is not None else None)
-        sampler = ResumableSampler(self.train_dataset, self.batch_size, world_size, rank, self.seed)
+        sampler = ResumableSampler(self.train_dataset, self.batch_size, world_size, rank, self.training_seed())
         return StatefulDataLoader(
             SeededSamples(self.train_dataset),
             batch_size=self.batch_size,
@@ -219,6 +217,12 @@ class SSLDataModule(LightningDataModule, ABC):
     def load_state_dict(self, state_dict: dict) -> None:
         self.seed = state_dict.get("seed", self.seed)
         self.view_batches = state_dict.get("view_batches", 0)
+
+    def training_seed(self) -> int:
+        """``seed``, drawn on first use from torch's RNG, the same on every process."""
+        if self.seed is None:
+            self.seed = draw_seed(self.trainer.strategy if self.trainer is not None else None)
+        return self.seed
 
     def val_dataloader(self) -> DataLoader:
         return self._ordered_loader(self.val_dataset)
