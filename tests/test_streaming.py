@@ -115,7 +115,7 @@ def test_mid_epoch_resume_continues_with_exactly_the_unseen_images(tmp_path):
 
 def test_per_sample_views_come_from_the_recipe(tmp_path):
     data = datamodule(shards(tmp_path), batched_views=False)
-    views, labels = next(iter(data.train_dataloader()))
+    views, _ = next(iter(data.train_dataloader()))
     assert len(views) == 2 and views[0].shape == (4, 3, 16, 16) and views[0].dtype == torch.float32
     images, _ = next(iter(data.val_dataloader()))
     assert images.shape == (4, 3, 16, 16)

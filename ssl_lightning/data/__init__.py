@@ -8,6 +8,7 @@ DataModules (``--data <Name>`` on the command line): ``FashionMNIST``, ``MNIST``
 
 from ssl_lightning.data.base import DatasetNotFoundError, SSLDataModule
 from ssl_lightning.data.cifar import CIFAR10, CIFAR100
+from ssl_lightning.data.hugging_face import HFImages
 from ssl_lightning.data.image_folder import ImageFolder
 from ssl_lightning.data.mnist import MNIST, FashionMNIST
 from ssl_lightning.data.stl10 import STL10
@@ -29,6 +30,7 @@ __all__ = [
     "STL10",
     "DatasetNotFoundError",
     "FashionMNIST",
+    "HFImages",
     "IJEPAViews",
     "ImageFolder",
     "JointEmbeddingViews",
