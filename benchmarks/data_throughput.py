@@ -116,7 +116,9 @@ def model_rate(image_size: int, args, device: torch.device) -> float:
     views = [torch.randn(batch, 3, image_size, image_size, device=device) for _ in range(2)]
 
     def step(_):
-        loss, _terms = model.loss_fn(model.projector(model.backbone(views[0])), model.projector(model.backbone(views[1])))
+        loss, _terms = model.loss_fn(
+            model.projector(model.backbone(views[0])), model.projector(model.backbone(views[1]))
+        )
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()

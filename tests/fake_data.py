@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ssl_lightning.data.streaming import prepare_image_folder
+
 IDX_UBYTE = 0x08
 
 
@@ -112,3 +114,9 @@ def write_fake_image_folder(
             directory.mkdir(parents=True, exist_ok=True)
             height, width = rng.integers(48, 81, size=2)
             Image.fromarray(image[:height, :width]).save(directory / f"{index}.jpg", quality=90)
+
+
+def write_fake_shards(root: str | Path) -> None:
+    """The fake ImageFolder of :func:`write_fake_image_folder` as ``ssl-lightning prepare`` shards in ``root``."""
+    write_fake_image_folder(Path(root) / "folder", num_classes=2, train_per_class=8, val_per_class=4)
+    prepare_image_folder(Path(root) / "folder", root)

@@ -28,6 +28,7 @@ FAKE_WRITERS = {
     "CIFAR100": fake_data.write_fake_cifar100,
     "STL10": fake_data.write_fake_stl10,
     "ImageFolder": fake_data.write_fake_image_folder,
+    "StreamingImages": fake_data.write_fake_shards,
 }
 # Evaluation examples load a pretraining checkpoint (here a tiny one, for the data's channels) and
 # some of them run with `validate`.
