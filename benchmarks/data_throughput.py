@@ -161,8 +161,10 @@ def main() -> None:
         print(rows[-len(speeds) :], flush=True)
 
     notes = [
-        f"batches of {args.batch_size} generated uint8 images in memory, stored at the view size (256 px for 224 px "
-        f"views); {args.batches} timed batches after one warmup batch; no decoding",
+        (
+            f"batches of {args.batch_size} generated uint8 images in memory, stored at the view size (256 px for "
+            f"224 px views); {args.batches} timed batches after one warmup batch; no decoding"
+        ),
         "images/s = source images per second, each turned into all its views (two-view: 2, StoP/I-JEPA: 1)",
         f"model: VICReg ResNet-18 training step (2 views, fwd+bwd+AdamW), batch {args.model_batch_size}, images/s",
         "kornia: " + ("kornia " + __import__("kornia").__version__ if use_kornia else "not installed, no comparison"),
