@@ -7,8 +7,9 @@ The loader's workers only decode the images (and bring images of varying size to
 sample with its own random parameters:
 
 - random resized crop: torchvision's sampling (10 tries of area and log-aspect, then the central
-  fallback), resampled by ``torchvision.ops.roi_align`` (bilinear, averaging ``ceil(crop/size)``²
-  samples per output pixel when the crop is larger: antialiased like torchvision's resize);
+  fallback), resampled bilinearly by ``grid_sample`` without antialiasing: our recipes' crops
+  shrink by at most 1.14× (global views of 224 px from the 256 px the workers hand over) or about
+  1.4× (multi-crop local views), where torchvision's antialiased resize and this differ little;
 - horizontal flip; colour jitter (brightness, contrast, saturation: torchvision's formulas; hue: a
   rotation in YIQ space, :func:`shift_hue`; always in that order, where torchvision draws an order
   per image: drawing it here would need the draw on the host); grayscale (ITU-R 601-2 luma);
@@ -27,7 +28,6 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchvision.ops import roi_align
 
 from ssl_lightning.data.transforms import ViewSpec, blur_kernel_size
 
@@ -71,10 +71,19 @@ def crop_boxes(
     return torch.stack([left, top, left + w, top + h], dim=1)
 
 
-def resized_crops(images: Tensor, boxes: Tensor, size: int) -> Tensor:
-    """``images`` ``(B, C, H, W)`` float cropped to ``boxes`` and resampled to ``size``², antialiased."""
-    index = torch.arange(len(images), device=images.device, dtype=boxes.dtype).unsqueeze(1)
-    return roi_align(images, torch.cat([index, boxes], dim=1), (size, size), sampling_ratio=-1, aligned=True)
+def resized_crops(images: Tensor, boxes: Tensor, size: int, flip: Tensor | None = None) -> Tensor:
+    """``images`` ``(B, C, H, W)`` float cropped to ``boxes`` (pixel edges), mirrored left-right where
+    ``flip`` ``(B,)`` is True, and resampled bilinearly to ``size``² (``affine_grid`` + ``grid_sample``,
+    3× faster than ``roi_align`` here; the flip is a sign of the affine map, so it costs nothing)."""
+    n, channels, height, width = images.shape
+    x1, y1, x2, y2 = boxes.unbind(dim=1)
+    theta = torch.zeros(n, 2, 3, device=images.device, dtype=images.dtype)
+    scale_x = (x2 - x1) / width
+    theta[:, 0, 0] = scale_x if flip is None else torch.where(flip, -scale_x, scale_x)
+    theta[:, 0, 2] = (x1 + x2) / width - 1
+    theta[:, 1, 1], theta[:, 1, 2] = (y2 - y1) / height, (y1 + y2) / height - 1
+    grid = F.affine_grid(theta, [n, channels, size, size], align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 def luma(images: Tensor) -> Tensor:
@@ -135,7 +144,7 @@ def color_jitter(images: Tensor, spec: ViewSpec, generator: torch.Generator) -> 
     factors = jitter_factors(spec, len(images), generator)
     brightness, contrast, saturation, hue = spec.jitter
     if brightness:
-        images = (images * per_sample(factors["brightness"])).clamp_(0, 1)
+        images = images.mul_(per_sample(factors["brightness"])).clamp_(0, 1)
     if contrast:
         images = blend(images, luma(images).mean(dim=(1, 2, 3), keepdim=True), factors["contrast"])
     if images.shape[1] == 3 and saturation:
@@ -155,17 +164,18 @@ def gaussian_blur(images: Tensor, spec: ViewSpec, generator: torch.Generator) ->
     kernel = torch.exp(-0.5 * (offsets / sigma.view(-1, 1)) ** 2)
     kernel = (kernel / kernel.sum(dim=1, keepdim=True)).repeat_interleave(channels, dim=0)  # (n·C, size)
     flat = F.pad(images.reshape(1, n * channels, height, width), [size // 2] * 4, mode="reflect")
+    flat = flat.contiguous(memory_format=torch.channels_last)  # depthwise convolutions: 3× faster on CPUs
     flat = F.conv2d(flat, kernel.view(-1, 1, size, 1), groups=n * channels)
     flat = F.conv2d(flat, kernel.view(-1, 1, 1, size), groups=n * channels)
-    return torch.where(per_sample(apply), flat.view(n, channels, height, width), images)
+    return torch.where(per_sample(apply), flat.reshape(n, channels, height, width), images)
 
 
 def make_view(images: Tensor, spec: ViewSpec, generator: torch.Generator) -> Tensor:
     """One view of every image of ``images`` ``(B, C, H, W)`` float in [0, 1]."""
     n, channels, height, width = images.shape
-    view = resized_crops(images, crop_boxes(n, height, width, spec.crop_scale, spec.crop_ratio, generator), spec.size)
-    if spec.hflip_prob > 0:
-        view = torch.where(per_sample(coin(spec.hflip_prob, n, generator)), view.flip(-1), view)
+    boxes = crop_boxes(n, height, width, spec.crop_scale, spec.crop_ratio, generator)
+    flip = coin(spec.hflip_prob, n, generator) if spec.hflip_prob > 0 else None
+    view = resized_crops(images, boxes, spec.size, flip)
     if spec.jitter_prob > 0:
         view = color_jitter(view, spec, generator)
     if spec.grayscale_prob > 0 and channels == 3:
@@ -198,4 +208,4 @@ class BatchedViews:
         images = images.float().div_(255)
         mean = images.new_tensor(self.mean).view(1, -1, 1, 1)
         std = images.new_tensor(self.std).view(1, -1, 1, 1)
-        return [(make_view(images, spec, generator) - mean) / std for spec in self.specs]
+        return [make_view(images, spec, generator).sub_(mean).div_(std) for spec in self.specs]
