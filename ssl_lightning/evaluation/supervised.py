@@ -27,6 +27,7 @@ class SupervisedBaseline(SSLMethod):
         num_classes: classes of the labels.
         optimizer, warmup_epochs, warmup_start_factor, final_lr_factor, compile, compile_options,
             warmup_steps, lr_reference_batch_size, channels_last: see :class:`SSLMethod`.
+        init_from: weights to start the encoder from (fine-tuning; see :class:`SSLMethod`).
     """
 
     def __init__(
@@ -43,11 +44,15 @@ class SupervisedBaseline(SSLMethod):
         warmup_steps: int | None = None,
         lr_reference_batch_size: int | None = None,
         channels_last: bool = False,
+        init_from: str | None = None,
     ) -> None:
         super().__init__(**base_arguments(locals()))
         self.save_init_arguments()
         self.encoder = encoder
         self.classifier = nn.Linear(feature_dim, num_classes)
+
+    def weight_parts(self) -> dict[str, nn.Module]:
+        return {"encoder": self.encoder}
 
     def compiled_modules(self) -> list[nn.Module]:
         return [self.encoder]
