@@ -52,3 +52,14 @@ def test_missing_columns_are_listed(files):
         HFImages(data_files=files)
     with pytest.raises(ConfigurationError, match="splits \\['train', 'validation'\\], not 'test'"):
         HFImages(data_files=files, image_column="img", label_column="fine_label", val_split="test").setup("fit")
+
+
+def test_a_local_arrow_file(tmp_path):
+    image_rows(8).save_to_disk(tmp_path / "train")
+    image_rows(4).save_to_disk(tmp_path / "val")
+    arrow = {split: str(next((tmp_path / split).glob("*.arrow"))) for split in ("train", "val")}
+    data = HFImages(data_files={"train": arrow["train"], "validation": arrow["val"]}, image_column="img",
+                    label_column="fine_label", image_size=16, batch_size=4, num_workers=0)  # fmt: skip
+    data.setup("fit")
+    images, labels = next(iter(data.val_dataloader()))
+    assert images.shape == (4, 3, 16, 16) and labels.tolist() == [0, 1, 2, 0]
