@@ -1,4 +1,4 @@
-"""Reading a checkpoint file, with errors that say what the file holds when it is not what we need."""
+"""Reading checkpoint files, with errors that say what a file holds when it is not what we need."""
 
 from __future__ import annotations
 
@@ -21,36 +21,31 @@ def describe(content: Any) -> str:
     return f"a {type(content).__name__}"
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a Lightning checkpoint on the CPU with ``torch.load(weights_only=True)``.
+def first_line(error: BaseException) -> str:
+    """The first line of ``error``'s message, or its type when it has none."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
-    Raises:
-        CheckpointNotFoundError: ``path`` does not exist (a ``FileNotFoundError``).
-        CheckpointError: the file is not a Lightning checkpoint (an exported ``.safetensors``
-            encoder, a plain state dict, a file holding pickled objects of another library, ...).
-    """
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise CheckpointNotFoundError(
-            f"Checkpoint not found: {path}. Pass the .ckpt file a pretraining run saved, e.g. "
-            "logs/<name>/version_<n>/checkpoints/<epoch-step>.ckpt."
-        )
-    if path.suffix == ".safetensors":
-        raise CheckpointError(
-            f"{path} is a safetensors weights file (an exported encoder?), not a Lightning checkpoint. "
-            "Load exported encoders with ssl_lightning.evaluation.load_encoder; pass the pretraining .ckpt here."
-        )
+
+def load_tensors(path: Path) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU, with a clear error when the file holds
+    pickled objects (of another library) or is not a torch file at all."""
     try:
-        content = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # pickle raises many types; the message is what matters
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CheckpointError(
-            f"{path} cannot be read with torch.load(weights_only=True) ({reason}). ssl_lightning checkpoints "
-            "hold only tensors and plain values: this file is not a checkpoint, or comes from another library."
+            f"{path} cannot be read with torch.load(weights_only=True) ({first_line(error)}). ssl_lightning reads "
+            "files of tensors and plain values only: this one holds other objects, or is not a checkpoint."
         ) from error
-    if not isinstance(content, dict) or not isinstance(content.get("state_dict"), dict):
-        raise CheckpointError(
-            f"{path} is not a Lightning checkpoint (no 'state_dict' entry): it holds {describe(content)}. "
-            "Pass the .ckpt file of an ssl_lightning pretraining run."
-        )
-    return content
+
+
+def checkpoint_not_found(path: Path) -> CheckpointNotFoundError:
+    return CheckpointNotFoundError(
+        f"Checkpoint not found: {path}. Pass the .ckpt file a pretraining run saved, e.g. "
+        "logs/<name>/version_<n>/checkpoints/<epoch-step>.ckpt, or weights of a layout ssl_lightning.interop reads."
+    )
+
+
+def is_lightning_checkpoint(content: Any) -> bool:
+    """Whether ``torch.load`` returned a Lightning checkpoint (a dict with a ``state_dict`` dict)."""
+    return isinstance(content, dict) and isinstance(content.get("state_dict"), dict)

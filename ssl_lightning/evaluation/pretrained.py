@@ -20,12 +20,12 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
 import ssl_lightning.methods
-from ssl_lightning.errors import CheckpointNotFoundError, ConfigurationError
-from ssl_lightning.evaluation.checkpoints import CheckpointError, read_checkpoint
+from ssl_lightning.errors import CheckpointError, ConfigurationError
+from ssl_lightning.evaluation.checkpoints import checkpoint_not_found, is_lightning_checkpoint, load_tensors
 from ssl_lightning.evaluation.features import ViTFeatures
 from ssl_lightning.evaluation.timm_weights import TimmEncoder, backbone_as_timm, vit_as_timm
 from ssl_lightning.interop.architecture import infer_method
-from ssl_lightning.interop.layouts import read_foreign_weights
+from ssl_lightning.interop.layouts import ForeignWeights, config_beside, foreign_weights, read_foreign_weights
 from ssl_lightning.interop.load import load_into
 from ssl_lightning.methods.base import SSLMethod
 
@@ -227,14 +227,13 @@ def load_pretrained(checkpoint: str | Path, method: str | None = None) -> Pretra
     path = Path(checkpoint).expanduser()
     if method is not None and method not in METHODS:
         raise ConfigurationError(f"Unknown method {method!r}; the methods with encoders are {', '.join(METHODS)}.")
-    try:
-        content = read_checkpoint(path)
-    except CheckpointNotFoundError:
-        if not path.is_dir():
-            raise
-        return foreign_pretrained(path, method)
-    except CheckpointError:
-        return foreign_pretrained(path, method)
+    if path.is_dir() or path.suffix == ".safetensors":
+        return foreign_pretrained(read_foreign_weights(path), method)
+    if not path.is_file():
+        raise checkpoint_not_found(path)
+    content = load_tensors(path)  # read once: official checkpoints hold GBs of optimizer state
+    if not is_lightning_checkpoint(content):
+        return foreign_pretrained(foreign_weights(content, config_beside(path), path), method)
     names = candidate_methods(content, path)
     if method is not None:
         if method not in names:
@@ -262,14 +261,13 @@ def load_pretrained(checkpoint: str | Path, method: str | None = None) -> Pretra
     )
 
 
-def foreign_pretrained(path: Path, method: str | None) -> Pretrained:
-    """Foreign weights (:func:`~ssl_lightning.interop.layouts.read_foreign_weights`) in the method
-    their shapes describe (:func:`~ssl_lightning.interop.architecture.infer_method`; ``method``
-    chooses among methods of the same architecture). What was loaded is logged."""
-    weights = read_foreign_weights(path)
+def foreign_pretrained(weights: ForeignWeights, method: str | None) -> Pretrained:
+    """Foreign weights (:mod:`ssl_lightning.interop.layouts`) in the method their shapes describe
+    (:func:`~ssl_lightning.interop.architecture.infer_method`; ``method`` chooses among methods of the
+    same architecture). What was loaded is logged."""
     name, arguments = infer_method(weights, method)
     if name not in METHODS:
         raise ConfigurationError(f"Unknown method {name!r}; the methods with encoders are {', '.join(METHODS)}.")
     built = method_class(name)(**arguments)
     rank_zero_info(str(load_into(built.weight_parts(), weights)))
-    return Pretrained(name, built.eval(), dict(built.hparams), path)
+    return Pretrained(name, built.eval(), dict(built.hparams), weights.path)

@@ -29,12 +29,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from safetensors.torch import load_file
 from torch import Tensor
 
 from ssl_lightning.errors import CheckpointError, CheckpointNotFoundError
-from ssl_lightning.evaluation.checkpoints import describe
+from ssl_lightning.evaluation.checkpoints import describe, first_line, load_tensors
 from ssl_lightning.interop.hf_ijepa import is_hf_ijepa, timm_from_hf
 
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -67,29 +66,31 @@ class ForeignWeights:
 
 
 def read_file(path: Path) -> tuple[Any, dict[str, Any]]:
-    """The content of a weights file or Hugging Face folder, and the folder's ``config.json`` (or ``{}``)."""
+    """The content of a weights file or Hugging Face folder, and the ``config.json`` beside it (or ``{}``)."""
     if not path.exists():
         raise CheckpointNotFoundError(f"No weights at {path}: pass a checkpoint file or a Hugging Face model folder.")
-    config_file = (path if path.is_dir() else path.parent) / "config.json"
     if path.is_dir():
         files = [path / name for name in HF_WEIGHT_FILES if (path / name).is_file()]
-        if not config_file.is_file() or not files:
+        if not (path / "config.json").is_file() or not files:
             raise CheckpointError(
                 f"{path} is a folder but not a Hugging Face model: it needs config.json and one of {list(HF_WEIGHT_FILES)}."
             )
         path = files[0]
-    config = json.loads(config_file.read_text()) if config_file.is_file() else {}
-    reader = "safetensors" if path.suffix == ".safetensors" else "torch.load(weights_only=True)"
+    if path.suffix != ".safetensors":
+        return load_tensors(path), config_beside(path)
     try:
-        if path.suffix == ".safetensors":
-            return load_file(path), config
-        return torch.load(path, map_location="cpu", weights_only=True), config
-    except Exception as error:  # pickle and safetensors raise many types; the message is what matters
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return load_file(path), config_beside(path)
+    except Exception as error:  # safetensors raises several types; the message is what matters
         raise CheckpointError(
-            f"{path} cannot be read with {reader} ({reason}): pass a file of plain tensors (a state dict, "
-            "a training checkpoint, safetensors)."
+            f"{path} cannot be read with safetensors ({first_line(error)}): pass a file of plain tensors (a state "
+            "dict, a training checkpoint, safetensors)."
         ) from error
+
+
+def config_beside(path: Path) -> dict[str, Any]:
+    """The Hugging Face ``config.json`` in the folder of the weights file ``path``, or ``{}``."""
+    config_file = path.parent / "config.json"
+    return json.loads(config_file.read_text()) if config_file.is_file() else {}
 
 
 def strip_prefix(state_dict: dict[str, Any], prefix: str) -> dict[str, Any]:
@@ -234,15 +235,20 @@ LAYOUT_DESCRIPTIONS = {
 
 
 def read_foreign_weights(source: str | Path) -> ForeignWeights:
-    """Read ``source`` and rename its tensors into our parts.
+    """Read ``source`` and rename its tensors into our parts (:func:`foreign_weights`).
 
     Raises:
         CheckpointNotFoundError: nothing at ``source``.
-        CheckpointError: the file cannot be read, or its layout is none of :data:`LAYOUTS` (the
-            message lists its top-level keys and the layouts we know).
+        CheckpointError: the file cannot be read, or its layout is none of :data:`LAYOUTS`.
     """
     path = Path(source).expanduser()
     content, config = read_file(path)
+    return foreign_weights(content, config, path)
+
+
+def foreign_weights(content: Any, config: dict[str, Any], path: Path) -> ForeignWeights:
+    """The content of a file, already read, in our parts' names; a :class:`CheckpointError` listing
+    its top-level keys and the layouts we know when it is of none of :data:`LAYOUTS`."""
     for reader in LAYOUTS.values():
         found = reader(content)
         if found is not None:
