@@ -132,7 +132,7 @@ def export_encoder(
         "encoder": pretrained.encoder_name(encoder),
     }
     if format == "hf":
-        write_hf_folder(output, timm_encoder, source["encoder"], source, pretrained.image_size, pretrained.in_chans)
+        write_hf_folder(output, timm_encoder, source, pretrained.image_size, pretrained.in_chans)
         snippet = f'from transformers import IJepaModel\nmodel = IJepaModel.from_pretrained("{output}")'
         card_folder, stem = output, output.name
     else:
@@ -148,7 +148,12 @@ def export_encoder(
         "Input": f"{pretrained.image_size} px images of {pretrained.in_chans} channel(s)",
         "Exported from": source["checkpoint"],
     }
-    card = model_card(f"{pretrained.name} encoder", facts, run_record(pretrained.path), snippet)
+    card = model_card(
+        f"{pretrained.name} encoder",
+        facts,
+        run_record(pretrained.path, pretrained.epoch, pretrained.global_step),
+        snippet,
+    )
     write_card(card_folder, stem, card)
     return output
 

@@ -115,6 +115,9 @@ class Pretrained:
     method: SSLMethod
     hparams: dict[str, Any]
     path: Path
+    epoch: int | None = None
+    """The checkpoint's epoch counter and optimizer steps (``None`` for foreign weights)."""
+    global_step: int | None = None
 
     @property
     def spec(self) -> MethodEncoders:
@@ -254,7 +257,7 @@ def load_pretrained(checkpoint: str | Path, method: str | None = None) -> Pretra
         except (TypeError, ValueError, RuntimeError) as error:
             errors.append(f"{name}: {error}")
             continue
-        return Pretrained(name, pretrained.eval(), hparams, path)
+        return Pretrained(name, pretrained.eval(), hparams, path, content.get("epoch"), content.get("global_step"))
     raise CheckpointError(
         f"{path} looks like a {' or '.join(names)} checkpoint but cannot be rebuilt from its hyper-parameters "
         f"and weights (saved by another ssl_lightning version?): {'; '.join(errors)}"

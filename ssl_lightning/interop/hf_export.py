@@ -41,8 +41,9 @@ def check_mappable(timm_encoder: TimmEncoder, source: str) -> None:
         )
 
 
-def hf_config(timm_encoder: TimmEncoder, encoder: str, source: dict[str, Any]) -> dict[str, Any]:
-    """``config.json`` of the ``IJepaModel`` that holds ``timm_encoder`` (every size explicit)."""
+def hf_config(timm_encoder: TimmEncoder, source: dict[str, Any]) -> dict[str, Any]:
+    """``config.json`` of the ``IJepaModel`` that holds ``timm_encoder`` (every size explicit), with
+    ``source`` (checkpoint, method, encoder) recorded under ``ssl_lightning``."""
     state = timm_encoder.state_dict
     width, channels, patch, _ = state["patch_embed.proj.weight"].shape
     kwargs = timm_encoder.model_kwargs
@@ -61,7 +62,7 @@ def hf_config(timm_encoder: TimmEncoder, encoder: str, source: dict[str, Any]) -
         "patch_size": int(patch),
         "num_channels": int(channels),
         "qkv_bias": "blocks.0.attn.qkv.bias" in state,
-        "ssl_lightning": {"encoder": encoder, "version": ssl_lightning.__version__, **source},
+        "ssl_lightning": {**source, "version": ssl_lightning.__version__},
     }
 
 
@@ -84,14 +85,14 @@ def check_with_transformers(folder: Path, timm_encoder: TimmEncoder, image_size:
 
 
 def write_hf_folder(
-    folder: Path, timm_encoder: TimmEncoder, encoder: str, source: dict[str, Any], image_size: int, in_chans: int
+    folder: Path, timm_encoder: TimmEncoder, source: dict[str, Any], image_size: int, in_chans: int
 ) -> Path:
     """Write ``config.json`` and ``model.safetensors`` into ``folder`` and check them (see the module docstring)."""
     check_mappable(timm_encoder, source["checkpoint"])
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().clone().contiguous() for k, v in hf_from_timm(timm_encoder.state_dict).items()}
     save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
-    (folder / "config.json").write_text(json.dumps(hf_config(timm_encoder, encoder, source), indent=2) + "\n")
+    (folder / "config.json").write_text(json.dumps(hf_config(timm_encoder, source), indent=2) + "\n")
     try:
         check_with_transformers(folder, timm_encoder, image_size, in_chans)
     except Exception:

@@ -1,7 +1,7 @@
 """The short ``README.md`` an export writes next to the weights: method, encoder, data, training
 length, the run's last evaluation numbers and the command that loads the weights back.
 
-The run is read from the pretraining checkpoint (epoch, step) and from its log folder when the
+The run is known from the pretraining checkpoint (epoch, step) and read from its log folder when the
 checkpoint lies in ``<version>/checkpoints/``: LightningCLI's ``config.yaml`` (the data) and the
 TensorBoard events (the last ``probe/val*``, ``knn/val*`` and ``rankme*`` values at or before the
 checkpoint's step).
@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 
 EVALUATION_TAGS = ("probe/val", "knn/val", "rankme")
@@ -64,12 +63,10 @@ def last_metrics(folder: Path, step: int | None) -> dict[str, float]:
     return metrics
 
 
-def run_record(checkpoint: Path) -> RunRecord:
-    """The :class:`RunRecord` of a pretraining checkpoint (empty fields where nothing is recorded)."""
-    record = RunRecord()
-    if checkpoint.is_file() and checkpoint.suffix == ".ckpt":
-        content = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
-        record.epoch, record.global_step = content.get("epoch"), content.get("global_step")
+def run_record(checkpoint: Path, epoch: int | None, global_step: int | None) -> RunRecord:
+    """The :class:`RunRecord` of a pretraining checkpoint whose epoch counter and step are known
+    (``None`` for foreign weights): the rest from its log folder, empty where nothing is recorded."""
+    record = RunRecord(epoch, global_step)
     folder = version_folder(checkpoint)
     if folder is not None:
         record.data = data_description(folder / "config.yaml")
