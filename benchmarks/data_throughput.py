@@ -25,19 +25,15 @@ from torch.utils.data import DataLoader
 from ssl_lightning.data import IJEPAViews, JointEmbeddingViews, StoPViews
 from ssl_lightning.data.batched import BatchedViews
 from ssl_lightning.data.datasets import TensorImageDataset
-from ssl_lightning.data.transforms import EVAL_CROP_FRACTION, ViewSpec, is_small_image
+from ssl_lightning.data.transforms import ViewSpec, batched_load_size, blur_kernel_size
 from ssl_lightning.methods import VICReg
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 RECIPES = {"two-view": JointEmbeddingViews, "StoP": StoPViews, "I-JEPA": IJEPAViews}
 
 
-def stored_size(image_size: int) -> int:
-    return image_size if is_small_image(image_size) else round(image_size / EVAL_CROP_FRACTION)
-
-
 def images(count: int, image_size: int) -> torch.Tensor:
-    side = stored_size(image_size)
+    side = batched_load_size(image_size)
     return torch.randint(0, 256, (count, 3, side, side), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
 
 
@@ -79,7 +75,7 @@ def kornia_pipeline(spec: ViewSpec):
     import kornia.augmentation as K
 
     brightness, contrast, saturation, hue = spec.jitter
-    kernel = 2 * round(0.05 * spec.size) + 1
+    kernel = blur_kernel_size(spec.size)
     ops = [
         K.RandomResizedCrop((spec.size, spec.size), scale=spec.crop_scale, ratio=spec.crop_ratio, p=1.0),
         K.RandomHorizontalFlip(p=spec.hflip_prob),

@@ -15,7 +15,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from ssl_lightning.data.base import SSLDataModule
-from ssl_lightning.data.image_folder import IMAGENET_MEAN, IMAGENET_STD
+from ssl_lightning.data.image_folder import image_format
 from ssl_lightning.data.views import ViewRecipe
 from ssl_lightning.errors import ConfigurationError
 
@@ -110,12 +110,10 @@ class HFImages(SSLDataModule):
         batched_views: bool = False,
         cache_dir: str | None = None,
     ) -> None:
-        if channels not in (1, 3):
-            raise ConfigurationError(f"channels must be 1 or 3, got {channels}")
         if not path and data_files is None:
             raise ConfigurationError("HFImages needs path (a Hub name or a save_to_disk folder) or data_files.")
+        self.mode, self.mean, self.std = image_format(channels)
         self.channels = channels
-        self.mean, self.std = (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else ((0.5,), (0.5,))
         self.path, self.data_files, self.cache_dir = path, data_files, cache_dir
         self.train_split, self.val_split = train_split, val_split
         self.image_column, self.label_column = image_column, label_column
@@ -163,8 +161,9 @@ class HFImages(SSLDataModule):
         return "Give a Hub name (online), a save_to_disk folder or data_files."
 
     def build_datasets(self, root, train_transform, val_transform) -> tuple[Dataset, Dataset]:
-        mode = "RGB" if self.channels == 3 else "L"
         return (
-            HFImageDataset(self.split(self.train_split), self.image_column, self.label_column, mode, train_transform),
-            HFImageDataset(self.split(self.val_split), self.image_column, self.label_column, mode, val_transform),
+            HFImageDataset(
+                self.split(self.train_split), self.image_column, self.label_column, self.mode, train_transform
+            ),
+            HFImageDataset(self.split(self.val_split), self.image_column, self.label_column, self.mode, val_transform),
         )

@@ -24,16 +24,29 @@ class BadImageError(DataError):
     """An image file that cannot be decoded: truncated, corrupt, or not an image."""
 
 
+def undecodable(path: str, error: OSError, fix: str = "Replace it or delete it.") -> BadImageError:
+    """The error for an image file PIL cannot decode, naming it: PIL's own ``OSError: Truncated File
+    Read`` does not say which of a million files it was."""
+    return BadImageError(
+        f"Cannot decode the image {path} ({type(error).__name__}: {error}): the file is truncated, corrupt or not "
+        f"an image. {fix}"
+    )
+
+
 def load_rgb(path: str) -> Image.Image:
-    """torchvision's PIL loader (decode, convert to RGB), with the file named when it fails: PIL's
-    own ``OSError: Truncated File Read`` does not say which of a million files it was."""
+    """torchvision's PIL loader (decode, convert to RGB), with the file named when it fails."""
     try:
         return pil_loader(path)
     except OSError as err:  # PIL's UnidentifiedImageError and truncated-data errors are OSErrors
-        raise BadImageError(
-            f"Cannot decode the image {path} ({type(err).__name__}: {err}): the file is truncated, corrupt or not "
-            "an image. Replace it or delete it."
-        ) from err
+        raise undecodable(path, err) from err
+
+
+def image_format(channels: int) -> tuple[str, tuple[float, ...], tuple[float, ...]]:
+    """PIL mode and normalisation of decoded images with ``channels``: RGB with the ImageNet
+    statistics, or grayscale ("L") with 0.5/0.5."""
+    if channels not in (1, 3):
+        raise ConfigurationError(f"channels must be 1 or 3, got {channels}")
+    return ("RGB", IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else ("L", (0.5,), (0.5,))
 
 
 class ClassListImageFolder(datasets.ImageFolder):

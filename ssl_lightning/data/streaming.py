@@ -26,7 +26,7 @@ from PIL import Image
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
 from ssl_lightning.data.base import SSLDataModule
-from ssl_lightning.data.image_folder import IMAGENET_MEAN, IMAGENET_STD, BadImageError
+from ssl_lightning.data.image_folder import BadImageError, image_format, undecodable
 from ssl_lightning.data.views import ViewRecipe
 from ssl_lightning.errors import ConfigurationError, DataError
 from ssl_lightning.seeding import derive_seed
@@ -53,10 +53,7 @@ def check_image(path: str) -> str:
             image.load()
             return image.mode
     except OSError as error:
-        raise BadImageError(
-            f"Cannot decode the image {path} ({type(error).__name__}: {error}): the file is truncated, corrupt or not "
-            "an image. Replace it or delete it, or prepare with bad_images='skip'."
-        ) from error
+        raise undecodable(path, error, "Replace it or delete it, or prepare with bad_images='skip'.") from error
 
 
 def split_samples(folder: Path, classes: list[str], bad_images: str) -> tuple[list[tuple[str, int, str]], dict]:
@@ -201,8 +198,6 @@ class StreamingImages(SSLDataModule):
             :class:`~ssl_lightning.data.base.SSLDataModule`.
     """
 
-    mean = IMAGENET_MEAN
-    std = IMAGENET_STD
     required_files = (MANIFEST,)
 
     def __init__(
@@ -219,11 +214,8 @@ class StreamingImages(SSLDataModule):
         cache_dir: str | None = None,
         channels: int = 3,
     ) -> None:
-        if channels not in (1, 3):
-            raise ConfigurationError(f"channels must be 1 or 3, got {channels}")
+        self.mode, self.mean, self.std = image_format(channels)
         self.channels = channels
-        if channels == 1:
-            self.mean, self.std = (0.5,), (0.5,)
         self.remote_dir = remote_dir
         self.cache_dir = cache_dir
         super().__init__(
@@ -254,10 +246,9 @@ class StreamingImages(SSLDataModule):
 
     def build_datasets(self, root, train_transform, val_transform):
         base = self.remote_dir or str(root)
-        mode = "RGB" if self.channels == 3 else "L"
         options = {"cache_dir": self.cache_dir} if self.cache_dir else {}
-        train = ImageShards(f"{base}/train", train_transform, mode, shuffle=True, seed=self.seed or 0, **options)
-        val = ImageShards(f"{base}/val", val_transform, mode, shuffle=False, seed=0, **options)
+        train = ImageShards(f"{base}/train", train_transform, self.mode, shuffle=True, seed=self.seed or 0, **options)
+        val = ImageShards(f"{base}/val", val_transform, self.mode, shuffle=False, seed=0, **options)
         return train, val
 
     def train_dataloader(self) -> StreamingDataLoader:

@@ -123,14 +123,19 @@ def per_sample_pipeline(spec: ViewSpec, channels: int) -> v2.Compose:
     )  # fmt: skip
 
 
+def batched_load_size(image_size: int) -> int:
+    """The side images of varying size are brought to for batched views of ``image_size``: what the
+    evaluation crop keeps around it (256 for 224), or ``image_size`` itself for small images."""
+    return image_size if is_small_image(image_size) else round(image_size / EVAL_CROP_FRACTION)
+
+
 def batched_load_transform(image_size: int, native_size: int | None) -> v2.Compose:
     """What the workers do in batched-view mode: decode to a ``uint8`` tensor and, for images of
-    varying size, resize the short side and centre-crop to one size, so that images batch. That
-    size keeps what the evaluation crop keeps around ``image_size`` (256 for 224; ``image_size``
-    itself for small images); the views' random crops are then drawn from it."""
+    varying size, resize the short side and centre-crop to :func:`batched_load_size`, so that images
+    batch; the views' random crops are then drawn from it."""
     geometry = []
     if native_size is None:
-        load_size = image_size if is_small_image(image_size) else round(image_size / EVAL_CROP_FRACTION)
+        load_size = batched_load_size(image_size)
         geometry = [v2.Resize(load_size, antialias=True), v2.CenterCrop(load_size)]
     return v2.Compose([v2.ToImage(), *geometry, v2.ToPureTensor()])
 
