@@ -29,10 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ssl_lightning.data.transforms import ViewSpec, blur_kernel_size
+from ssl_lightning.data.transforms import SOLARIZE_THRESHOLD, ViewSpec, blur_kernel_size
 
 CROP_TRIES = 10
-SOLARIZE_THRESHOLD = 128 / 255
 LUMA = (0.299, 0.587, 0.114)
 
 
@@ -183,7 +182,7 @@ def make_view(images: Tensor, spec: ViewSpec, generator: torch.Generator) -> Ten
     if spec.blur_prob > 0:
         view = gaussian_blur(view, spec, generator)
     if spec.solarize_prob > 0:
-        solarize = per_sample(coin(spec.solarize_prob, n, generator)) & (view >= SOLARIZE_THRESHOLD)
+        solarize = per_sample(coin(spec.solarize_prob, n, generator)) & (view >= SOLARIZE_THRESHOLD / 255)
         view = torch.where(solarize, 1 - view, view)
     return view
 

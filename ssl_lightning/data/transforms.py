@@ -37,13 +37,6 @@ def interpolation_mode(name: str) -> v2.InterpolationMode:
     return v2.InterpolationMode(name)
 
 
-def random_resized_crop(
-    image_size: int, scale: Sequence[float], interpolation: Interpolation = "bilinear"
-) -> v2.RandomResizedCrop:
-    """RandomResizedCrop to ``image_size`` with area ``scale`` and the given resampling (antialiased)."""
-    return v2.RandomResizedCrop(image_size, scale=tuple(scale), interpolation=interpolation_mode(interpolation))
-
-
 def with_probability(p: float, transform: v2.Transform) -> list[v2.Transform]:
     """``transform`` applied with probability ``p``, as a list to splice into a pipeline.
 
