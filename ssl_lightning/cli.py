@@ -43,7 +43,7 @@ from ssl_lightning.cli_checks import (
     drop_dry_run_checkpoints,
     warn_overridden_links,
 )
-from ssl_lightning.data.streaming import prepare_image_folder
+from ssl_lightning.data.streaming import prepare_image_folder  # (also registers StreamingImages' short name)
 from ssl_lightning.errors import is_debug, our_error
 from ssl_lightning.evaluation import export_encoder  # (also registers the methods' and evaluations' short names)
 

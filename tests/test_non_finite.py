@@ -1,9 +1,12 @@
 """NaN reaching the model: a non-finite loss stops training with the weights and BatchNorm running
 statistics as they were before the batch, so the checkpoint ``OnExceptionCheckpoint`` writes on the
-way out is finite; a checkpoint with non-finite weights is refused; NaN validation features make the
+way out is finite (read on the host before the backward pass, or, with a fused optimizer, recorded
+on the device and the updates skipped there); a checkpoint with non-finite weights is refused; NaN validation features make the
 online probe and kNN warn once, with the count."""
 
 from __future__ import annotations
+
+import functools
 
 import pytest
 import torch
@@ -24,10 +27,12 @@ class NaNImages(Callback):
     def __init__(self, train_batch: int | None = None, val_rows: int = 0) -> None:
         self.train_batch, self.val_rows = train_batch, val_rows
         self.buffers_before: dict[str, torch.Tensor] = {}
+        self.state_before: dict[str, torch.Tensor] = {}
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if batch_idx == self.train_batch:
             self.buffers_before = {name: b.clone() for name, b in pl_module.named_buffers()}
+            self.state_before = {name: t.clone() for name, t in pl_module.state_dict().items()}
             for view in batch[0]:
                 view.fill_(float("nan"))
 
@@ -57,6 +62,33 @@ def test_a_nan_loss_leaves_batchnorm_statistics_and_the_exception_checkpoint_fin
         torch.testing.assert_close(buffers[name], before, rtol=0, atol=0, msg=name)
     checkpoint = torch.load(tmp_path / "on_exception.ckpt", weights_only=False)
     assert checkpoint["global_step"] == 2 and non_finite(checkpoint) == []
+
+
+FUSED_ADAMW = functools.partial(torch.optim.AdamW, lr=1e-3, fused=True)
+
+
+@pytest.mark.parametrize("name", ["VICReg", "IJEPA"])
+def test_with_a_fused_optimizer_a_nan_loss_stops_without_a_host_read_and_no_update_reaches_the_model(tmp_path, name):
+    """The guard's device path: the backward pass of the NaN batch runs (its gradients are NaN), the
+    fused AdamW skips the update on the device, the EMA teacher (I-JEPA) holds, the BatchNorm statistics
+    (VICReg) are put back, and the error names the failing step."""
+    model, nan_batch = tiny(name, optimizer=FUSED_ADAMW), NaNImages(train_batch=2)
+    callbacks = [nan_batch, OnExceptionCheckpoint(tmp_path)]
+    trainer = quiet_trainer(callbacks, max_steps=5, enable_checkpointing=True, default_root_dir=tmp_path)
+    with pytest.raises(FloatingPointError, match=r"nan at global step 2 and training stopped there"):
+        trainer.fit(model, tiny_data(name))
+
+    assert model._skip_on_device
+    gradients = [p.grad for p in model.parameters() if p.grad is not None]
+    assert gradients and all(g.isnan().any() for g in gradients)  # the backward pass ran on the NaN loss
+    state = model.state_dict()
+    assert state.keys() == nan_batch.state_before.keys()
+    for key, before in nan_batch.state_before.items():
+        torch.testing.assert_close(state[key], before, rtol=0, atol=0, msg=key)
+    steps = {int(s["step"]) for s in trainer.optimizers[0].state.values()}
+    assert steps == {2}  # two updates applied, the third skipped
+    checkpoint = torch.load(tmp_path / "on_exception.ckpt", weights_only=False)
+    assert non_finite(checkpoint) == []
 
 
 def test_a_checkpoint_with_non_finite_weights_is_refused(tmp_path):

@@ -12,7 +12,6 @@ from ssl_lightning.data.hugging_face import HFImages
 from ssl_lightning.data.image_folder import ImageFolder
 from ssl_lightning.data.mnist import MNIST, FashionMNIST
 from ssl_lightning.data.stl10 import STL10
-from ssl_lightning.data.streaming import StreamingImages
 from ssl_lightning.data.transforms import MultiViewTransform, eval_transform
 from ssl_lightning.data.views import (
     IJEPAViews,
@@ -43,3 +42,15 @@ __all__ = [
     "ViewRecipe",
     "eval_transform",
 ]
+
+
+def __getattr__(name: str):
+    """``StreamingImages`` on first use: it subclasses litdata's classes, and importing litdata takes
+    a second and is not needed by the other DataModules (the ``ssl-lightning`` command imports it
+    for its short name)."""
+    if name == "StreamingImages":
+        from ssl_lightning.data.streaming import StreamingImages
+
+        return StreamingImages
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+

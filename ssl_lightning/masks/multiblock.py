@@ -4,8 +4,9 @@ I-JEPA predicts, from one large *context* block of an image's patches, the repre
 several *target* blocks of the same image (paper §3, Fig. 4). Per batch, one target size and one
 context size are drawn (:mod:`ssl_lightning.masks.block_size`); per image, every block gets its
 own uniformly drawn top-left corner; the targets are then removed from the context block. All of
-it is tensor operations over the batch, on the batch's device, so it can run inside the training
-step instead of a DataLoader worker's per-image Python loop (SPEC.md §1).
+it is tensor operations over the batch, so it can run inside the training step instead of a
+DataLoader worker's per-image Python loop (SPEC.md §1); the methods draw on the host
+(:meth:`MultiBlockMaskSampler.sample_on_host`), so that the step never waits for the device.
 """
 
 from __future__ import annotations
@@ -214,6 +215,28 @@ class MultiBlockMaskSampler:
     ) -> tuple[Tensor, list[Tensor]]:
         layout = self.sample_layout(batch_size, device, generator)
         return self.indices(layout, generator)
+
+    def sample_on_host(self, batch_size: int, device: torch.device | str) -> tuple[Tensor, list[Tensor]]:
+        """The masks of :meth:`__call__`, drawn on the host from torch's default CPU generator and
+        copied to ``device`` without waiting for it: the training step's masks.
+
+        Every value the sampler reads back (the block sizes, which images to redraw, the length the
+        contexts are cut or padded to) is then a host value, so drawing the masks never waits for the
+        device to finish the previous step's kernels (on a GPU each such read would empty the queue
+        the host keeps ahead of the device). The official code draws its masks on the host too, in
+        the DataLoader's workers. The copies come from pinned memory, one for the contexts and one
+        for all target blocks; on a CPU ``device`` the tensors are the ones drawn. The same seed
+        gives the same masks on every device.
+        """
+        context_idx, target_idx = self(batch_size, device="cpu")
+        device = torch.device(device)
+        if device.type == "cpu":
+            return context_idx, target_idx
+        targets = torch.stack(target_idx)
+        if device.type == "cuda":
+            context_idx, targets = context_idx.pin_memory(), targets.pin_memory()
+        context_idx, targets = (t.to(device, non_blocking=True) for t in (context_idx, targets))
+        return context_idx, list(targets.unbind(0))
 
     def sample_layout(
         self,

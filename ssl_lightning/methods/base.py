@@ -21,6 +21,7 @@ from torch.distributed.tensor import DTensor
 from torch.optim.lr_scheduler import LambdaLR
 
 from ssl_lightning.errors import ConfigurationError, ConfigurationTypeError, TrainingDivergedError
+from ssl_lightning.methods.divergence import DivergenceGuard, skips_on_device
 from ssl_lightning.nn.schedules import warmup_cosine
 from ssl_lightning.seeding import derive_seed, draw_seed
 
@@ -116,6 +117,11 @@ class BufferSnapshot:
     def restore(self) -> None:
         if self.buffers:
             torch._foreach_copy_(self.buffers, self.copies)
+
+    def restore_where(self, condition: Tensor) -> None:
+        """Put the copies back where the device flag ``condition`` is set, without reading it on the host."""
+        for buffer, copy in zip(self.buffers, self.copies):
+            buffer.copy_(torch.where(condition, copy, buffer))
 
 
 def non_finite_tensors(state_dict: dict[str, Any]) -> list[str]:
@@ -224,6 +230,8 @@ class SSLMethod(LightningModule):
         self.init_from = init_from
         self._init_from_applied = False
         self._buffers_before_batch = BufferSnapshot()
+        self._divergence = DivergenceGuard()
+        self._skip_on_device = False  # the optimizer skips a failed step itself: no host sync (see on_train_start)
         self.run_seed: int | None = None
         """Seed of the training batches' random draws: drawn when the first fit starts, then kept
         (and restored from checkpoints)."""
@@ -385,6 +393,7 @@ class SSLMethod(LightningModule):
         fit_loop = self.trainer.fit_loop
         if fit_loop.restarting and fit_loop._combined_loader_states_to_load:
             fit_loop._combined_loader = None
+        self._skip_on_device = bool(self.trainer.optimizers) and all(map(skips_on_device, self.trainer.optimizers))
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         """Reseed torch's RNG (every device) from ``(run_seed, rank, epoch, batch_idx)``, so that the
@@ -392,24 +401,65 @@ class SSLMethod(LightningModule):
         forward pass changes them, for :meth:`on_before_backward` to put back (measured on 2 CPU cores:
         0.1 ms a batch for a narrow ResNet-18 VICReg, 0.6% of its 17 ms step; 0.25 ms for ResNet-50).
         Subclasses that override this hook call ``super().on_train_batch_start(batch, batch_idx)``."""
+        self.raise_if_diverged(self._divergence.poll())
         if self.run_seed is not None:
             torch.manual_seed(derive_seed(self.run_seed, self.global_rank, self.current_epoch, batch_idx))
         self._buffers_before_batch.take(self)
 
     def on_before_backward(self, loss: Tensor) -> None:
-        """Stop at a non-finite loss before its backward pass and optimizer step can reach the weights,
-        and undo what its forward pass did to the buffers (BatchNorm running statistics), so that the
-        model, and a checkpoint written on the way out (``OnExceptionCheckpoint``), are as they were
-        before this batch."""
-        if not torch.isfinite(loss).all():
+        """Stop at a non-finite loss before its optimizer step can reach the weights, and undo what its
+        forward pass did to the buffers (BatchNorm running statistics), so that the model, and a
+        checkpoint written on the way out (``OnExceptionCheckpoint``), are as they were before this batch.
+
+        With an optimizer that can skip a step on the device (torch's ``fused=True`` Adam, AdamW and
+        SGD), nothing here waits for the device: the failure is recorded on the device, the optimizer
+        skips this and every later update, the buffers are put back after the backward pass (which
+        reads them) in :meth:`on_train_batch_end`, and the error is raised once the record reaches the
+        host (:mod:`ssl_lightning.methods.divergence`). Otherwise the loss is read on the host, and the error
+        is raised before the backward pass."""
+        if self._skip_on_device:
+            self._divergence.record(loss, self.global_step)
+        elif not torch.isfinite(loss).all():
             self._buffers_before_batch.restore()
-            raise TrainingDivergedError(
-                f"{type(self).__name__}: the loss is {loss.item()} at global step {self.global_step} "
-                f"(epoch {self.current_epoch}); training stopped with the weights and the normalisation statistics "
-                "(BatchNorm running means and variances) as they were before this batch. Lower the learning rate or "
-                "lengthen the warmup, clip gradients (--trainer.gradient_clip_val=1.0), check the data for NaN or "
-                "infinite pixels, or train in float32 (--trainer.precision=32)."
-            )
+            self.raise_if_diverged((self.global_step, loss.item()))
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """Hand the device's failure flag to a fused optimizer, which then skips the update (see
+        :meth:`on_before_backward`). Subclasses that override this hook call ``super()``'s."""
+        if self._skip_on_device:
+            optimizer.found_inf = self._divergence.found_inf()
+
+    def on_train_batch_end(self, outputs, batch: Any, batch_idx: int) -> None:
+        """With a fused optimizer (see :meth:`on_before_backward`): put the buffers back if a step has
+        failed, start the copy of the failure record to the host, and raise if it shows a failure (at
+        once on a CPU; on a GPU usually at the next batch). Subclasses that override this hook call
+        ``super()``'s."""
+        if self._skip_on_device:
+            self._buffers_before_batch.restore_where(self._divergence.failed())
+            self._divergence.start_copy()
+            self.raise_if_diverged(self._divergence.poll())
+
+    def on_train_end(self) -> None:
+        """A failure recorded in the last steps still stops the fit (waiting for the record)."""
+        self.raise_if_diverged(self._divergence.poll(wait=True))
+
+    def ema_momentum_held(self, momentum: float) -> float | Tensor:
+        """``momentum`` for an EMA teacher's update, held at 1 on the device once a step has failed
+        (:meth:`on_before_backward`), so the teacher stays where it was, as the weights do."""
+        return self._divergence.hold(momentum)
+
+    def raise_if_diverged(self, failure: tuple[int, float] | None) -> None:
+        """Raise :class:`~ssl_lightning.errors.TrainingDivergedError` for ``(step, loss)``, if given."""
+        if failure is None:
+            return
+        step, loss = failure
+        raise TrainingDivergedError(
+            f"{type(self).__name__}: the loss is {loss} at global step {step} and training stopped there, with the "
+            "weights and the normalisation statistics (BatchNorm running means and variances) as they were before "
+            "this batch. Lower the learning rate or lengthen the warmup, clip gradients "
+            "(--trainer.gradient_clip_val=1.0), check the data for NaN or infinite pixels, or train in float32 "
+            "(--trainer.precision=32)."
+        )
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.run_seed = checkpoint.get(RUN_SEED_KEY, self.run_seed)
@@ -419,6 +469,7 @@ class SSLMethod(LightningModule):
         resuming from it, or evaluating it, cannot give anything but NaN, and it could overwrite the
         last good one."""
         checkpoint[RUN_SEED_KEY] = self.run_seed
+        self.raise_if_diverged(self._divergence.poll(wait=True))
         bad = non_finite_tensors(checkpoint.get("state_dict", {}))
         if bad:
             raise TrainingDivergedError(

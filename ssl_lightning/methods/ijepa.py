@@ -81,8 +81,9 @@ class IJEPA(SSLMethod):
 
     One training step on images ``x``:
 
-    1. multi-block masks, drawn on the batch's device by :class:`MultiBlockMaskSampler`: per image
-       one context block and ``num_targets`` target blocks (removed from the context);
+    1. multi-block masks, drawn on the host by :class:`MultiBlockMaskSampler` (``sample_on_host``:
+       no device sync) and copied to the batch's device: per image one context block and
+       ``num_targets`` target blocks (removed from the context);
     2. target encoder ``f_θ̄`` (EMA copy of the context encoder, no gradient, never in the
        optimizer) on the full image, a LayerNorm without parameters over the features, then the
        target patches are gathered: ``s_y``;
@@ -321,8 +322,9 @@ class IJEPA(SSLMethod):
     def training_step(self, batch, batch_idx: int) -> dict[str, Tensor]:
         views, _ = batch
         images = first_view(views)
-        # From torch's RNG, which SSLMethod reseeds for every batch and rank: resumable, and different per rank.
-        context_idx, target_idx = self.mask_sampler(len(images), device=images.device)
+        # From torch's CPU RNG, which SSLMethod reseeds for every batch and rank: resumable, different per rank,
+        # and drawn on the host, so the step never waits for the device.
+        context_idx, target_idx = self.mask_sampler.sample_on_host(len(images), images.device)
         self.last_masks = (context_idx, target_idx)
         loss, features = self.prediction_loss(images, context_idx, target_idx)
         self.log("train/loss", loss, prog_bar=True)
@@ -354,5 +356,7 @@ class IJEPA(SSLMethod):
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
         momentum = momentum_at(step, total, *self.ema_momentum)
         reshard(self.target_encoder)  # under FSDP2 the EMA runs on the shards
-        ema_update_(self.target_encoder.parameters(), self.context_encoder.parameters(), momentum)
+        ema_update_(
+            self.target_encoder.parameters(), self.context_encoder.parameters(), self.ema_momentum_held(momentum)
+        )
         self.log("train/ema_momentum", momentum)

@@ -24,9 +24,12 @@ def ema_update_(teacher_params: Iterable[Tensor], student_params: Iterable[Tenso
     """In-place EMA ``θ_t ← m·θ_t + (1 − m)·θ_s`` for matching parameter lists (I-JEPA, Assran et
     al., arXiv 2301.08243, Sec. 3: target-encoder weights follow the context encoder's).
 
-    One fused ``torch._foreach_lerp_`` call (``lerp(θ_t, θ_s, 1 − m)``) over all parameters.
-    ``momentum`` may be a 0-dim tensor (on the parameters' device), so the update can live in a compiled region without
-    recompiling when ``m`` changes every step.
+    One fused ``torch._foreach_lerp_`` call (``lerp(θ_t, θ_s, 1 − m)``) over all parameters for a
+    float ``momentum``. ``momentum`` may also be a 0-dim tensor on the parameters' device (the NaN
+    guard's held momentum, :meth:`~ssl_lightning.methods.base.SSLMethod.ema_momentum_held`), which
+    is never read on the host: it goes to the overload that takes one weight tensor per parameter
+    (on a GPU not the fused kernel, which needs weights shaped like the parameters, but one ``lerp_``
+    per parameter).
 
     FSDP2-sharded parameters (``DTensor``) are updated through their local shards
     (``DTensor.to_local()``), with no communication: teacher and student must be sharded alike
@@ -36,7 +39,11 @@ def ema_update_(teacher_params: Iterable[Tensor], student_params: Iterable[Tenso
     teacher, student = _local(teacher_params), _local(student_params)
     if len(teacher) != len(student):
         raise ConfigurationError(f"EMA needs matching parameter lists, got {len(teacher)} and {len(student)} tensors")
-    torch._foreach_lerp_(teacher, student, 1.0 - momentum)
+    if isinstance(momentum, Tensor):
+        weight = (1.0 - momentum).to(teacher[0].dtype) if teacher else momentum
+        torch._foreach_lerp_(teacher, student, [weight] * len(teacher))
+    else:
+        torch._foreach_lerp_(teacher, student, 1.0 - momentum)
 
 
 def _local(params: Iterable[Tensor]) -> list[Tensor]:
