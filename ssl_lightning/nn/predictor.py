@@ -104,15 +104,18 @@ class JEPAPredictor(nn.Module):
             ``t·B + b`` is target block ``t`` of image ``b`` (i.e. ``torch.cat`` of the per-block
             predictions along dim 0).
         """
-        num_context = context_idx.size(1)
+        num_blocks, (batch, num_context) = len(target_idx), context_idx.shape
         positions = context_idx if context_padding is None else context_idx.masked_fill(context_padding, 0)
         context = self.input_proj(context_tokens) + self.pos_embed[positions]
-        context = context.repeat(len(target_idx), 1, 1)
         targets = self.target_tokens(self.pos_embed[torch.cat(list(target_idx))])
+        # One sequence per target block: the context, broadcast over the blocks (no copy before the
+        # concatenation), then the block's target tokens; rows block-major, as torch.cat(dim=0) of the blocks.
+        context = context.expand(num_blocks, *context.shape)
+        x = torch.cat([context, targets.unflatten(0, (num_blocks, batch))], dim=2).flatten(0, 1)
         padding = None
         if context_padding is not None:  # target tokens are never padding
-            padding = F.pad(context_padding.repeat(len(target_idx), 1), (0, targets.size(1)), value=False)
-        x = run_blocks(self.blocks, torch.cat([context, targets], dim=1), padding)
+            padding = F.pad(context_padding.repeat(num_blocks, 1), (0, targets.size(1)), value=False)
+        x = run_blocks(self.blocks, x, padding)
         return self.output_proj(self.norm(x[:, num_context:]))
 
 
