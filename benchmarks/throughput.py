@@ -15,7 +15,7 @@ matrix multiplications, convolutions and attention of the forward and backward p
 networks and the loss, including the forward pass of I-JEPA's target encoder (which has no
 backward); elementwise work, the optimizer and the EMA update are not counted. Achieved FLOP/s =
 FLOPs per step × steps per second, and MFU = achieved / peak, the peak being the GPU's dense bf16
-tensor-core rate (NVIDIA datasheets: :data:`PEAK_BF16_FLOPS`) or ``--peak-flops``. On a CPU, or
+tensor-core rate (NVIDIA datasheets: ``training_step.PEAK_BF16_FLOPS``) or ``--peak-flops``. On a CPU, or
 an unknown GPU, MFU is left out unless ``--peak-flops`` is given.
 
     python benchmarks/throughput.py                       # every method, CPU-sized defaults
@@ -29,114 +29,19 @@ from __future__ import annotations
 import argparse
 import functools
 import importlib.util
-import time
-from collections.abc import Sequence
 
 import torch
 from lightly_ijepa import LightlyIJEPAPredictor
-from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch import LightningModule
 from methods import METHODS
 from report import header_lines, markdown_table, publish
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
-from torch.utils.flop_counter import FlopCounterMode
-
-# Dense bf16 tensor-core peak FLOP/s by a substring of torch.cuda.get_device_name(), first match
-# wins (NVIDIA H100/H200 and A100 datasheets; the "with sparsity" figures are twice these).
-PEAK_BF16_FLOPS = [("H200", 989e12), ("H100 PCIe", 756e12), ("H100", 989e12), ("A100", 312e12)]
-
-
-class RandomViews(Dataset):
-    """``length`` random images as ``(views, label)`` samples, generated once."""
-
-    def __init__(self, length: int, num_views: int, in_chans: int, image_size: int) -> None:
-        self.images = torch.randn(length, in_chans, image_size, image_size)
-        self.num_views = num_views
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int):
-        image = self.images[index]
-        return [image] * self.num_views, 0
-
-
-class StepTimer(Callback):
-    """Wall time of the training batches after ``warmup`` untimed ones."""
-
-    def __init__(self, warmup: int) -> None:
-        self.warmup = warmup
-        self.start: float | None = None
-        self.end: float | None = None
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if batch_idx == self.warmup:
-            self._sync(pl_module)
-            self.start = time.perf_counter()
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self._sync(pl_module)
-        self.end = time.perf_counter()
-
-    @staticmethod
-    def _sync(pl_module: LightningModule) -> None:
-        if pl_module.device.type == "cuda":
-            torch.cuda.synchronize(pl_module.device)
-
-
-class StepFlops(Callback):
-    """FLOPs of the first training step (forward, loss and backward), by ``FlopCounterMode``."""
-
-    def __init__(self) -> None:
-        self.counter: FlopCounterMode | None = None
-        self.flops: int | None = None
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if batch_idx == 0:
-            self.counter = FlopCounterMode(display=False)
-            self.counter.__enter__()
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if batch_idx == 0:
-            self.counter.__exit__(None, None, None)
-            self.flops = self.counter.get_total_flops()
-
-
-def images_per_second(
-    module: LightningModule, num_views: int, args: argparse.Namespace, callbacks: Sequence[Callback] = ()
-) -> float:
-    """Images (each in ``num_views`` views) per second over ``args.steps`` timed training steps."""
-    timer = StepTimer(args.warmup)
-    data = RandomViews(args.batch_size * (args.warmup + args.steps), num_views, args.in_chans, args.image_size)
-    trainer = Trainer(
-        accelerator=args.accelerator,
-        devices=1,
-        precision=args.precision,
-        max_steps=args.warmup + args.steps,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[timer, *callbacks],
-    )
-    trainer.fit(module, DataLoader(data, batch_size=args.batch_size, drop_last=True))
-    return args.batch_size * args.steps / (timer.end - timer.start)
-
-
-def fresh_module(name: str, args: argparse.Namespace, **method_options) -> tuple[LightningModule, int]:
-    """The method built with the same seed every time, so variants start from the same weights."""
-    torch.manual_seed(0)
-    case = METHODS[name](args.image_size, args.in_chans, args.backbone, **method_options)
-    return case.module, case.num_views
+from training_step import StepFlops, benchmark_device, datasheet_peak, fresh_module, images_per_second
 
 
 def peak_flops(args: argparse.Namespace, device: torch.device) -> float | None:
-    """``--peak-flops``, else the GPU's dense bf16 peak from :data:`PEAK_BF16_FLOPS`, else None."""
-    if args.peak_flops or device.type != "cuda":
-        return args.peak_flops
-    name = torch.cuda.get_device_name(device)
-    return next((peak for key, peak in PEAK_BF16_FLOPS if key in name), None)
+    """``--peak-flops``, else the GPU's dense bf16 peak (``training_step.PEAK_BF16_FLOPS``), else None."""
+    return args.peak_flops or datasheet_peak(device)
 
 
 class WithoutTerms(nn.Module):
@@ -190,7 +95,7 @@ def main() -> None:
         parser.error("--mfu counts the FLOPs of the first training step, which must be untimed: use --warmup 1 or more")
     if args.peak_flops is not None and args.peak_flops <= 0:
         parser.error(f"--peak-flops must be a positive number of FLOP/s (e.g. 989e12), got {args.peak_flops}")
-    device = torch.device("cuda" if torch.cuda.is_available() and args.accelerator != "cpu" else "cpu")
+    device = benchmark_device(args.accelerator)
     peak = peak_flops(args, device)
 
     rows, step_flops = [], {}
