@@ -53,4 +53,3 @@ def __getattr__(name: str):
 
         return StreamingImages
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
