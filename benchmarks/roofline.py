@@ -1,8 +1,11 @@
 """Share of roofline: how much of the machine's matmul throughput each method's training step achieves.
 
 One run first measures the roofline, the best FLOP/s of large square matrix products in the
-dtype the steps compute in (float32 on a CPU, 2048²; bfloat16 on a GPU, 8192²); then, for every
-method of ``methods.py``, eager and with ``compile=True``, it counts the model FLOPs of one
+dtype the steps compute in (float32 on a CPU, 2048²; bfloat16 on a GPU, 8192²; on a CPU the best of
+``torch.mm``, which runs in the BLAS, and the same product as a 1×1 convolution, which runs in
+oneDNN: on AMD Zen 5 cores the second is twice the first); then, for every method of ``methods.py``,
+eager (on a CPU also with its linear layers through oneDNN, :mod:`ssl_lightning.nn.onednn_linear`)
+and with ``compile=True``, it counts the model FLOPs of one
 training step with ``FlopCounterMode`` (the matmuls, convolutions and attention of forward and
 backward, over the first, untimed, eager step; the compiled rows reuse that count), times the
 full Lightning step (``training_step.images_per_second``) and reports the achieved FLOP/s =
@@ -12,7 +15,7 @@ below 1, and ``--profile METHOD`` shows them (``torch.profiler`` over a few step
 self CPU time, on a GPU by self CUDA time, split into matmul/conv/attention and everything else).
 
 Shapes: the joint-embedding methods at ``methods.py``'s defaults (narrow ResNet-18, 512-d
-projector) on 32 px images, batch 64; I-JEPA and FlexPredict on ViT-Tiny (embed 192, depth 12,
+projector), channels-last, on 32 px images, batch 64; I-JEPA and FlexPredict on ViT-Tiny (embed 192, depth 12,
 3 heads) at 64 px with patch 8, batch 32, predictor 96-d × 2 blocks, with ``methods.py``'s masks
 for small grids (targets of 10-15% of the 8×8 grid; ``--jepa-shape vit-tiny``); ``quickstart``:
 ``methods.py``'s small ViT at 32 px, batch 64. ``--image-size`` and ``--batch-size`` override both.
@@ -45,8 +48,11 @@ from training_step import (
     use_fused_adamw,
 )
 
+from ssl_lightning.nn.onednn_linear import use_onednn_linears
+
 VIT_TINY = {"patch_size": 8, "embed_dim": 192, "depth": 12, "num_heads": 3, "pred_dim": 96, "pred_depth": 2}
 JEPA_METHODS = ("ijepa", "flexpredict")
+ROOFLINE_KERNELS = {"blas": "torch.mm (BLAS)", "onednn": "as a 1×1 convolution (oneDNN)"}
 # The ops counted as matrix products: matmuls, convolutions and attention, forward and backward.
 MATMUL_OPS = re.compile(r"(aten|mkldnn)::(\w*mm\w*|matmul|linear|addmv|mv|dot|\w*convolution\w*|\w*attention\w*)")
 
@@ -65,8 +71,8 @@ def method_shape(name: str, args: argparse.Namespace) -> Shape:
     """The case ``name`` is measured at (see the module docstring), with ``--image-size``/``--batch-size``."""
     if name in JEPA_METHODS and args.jepa_shape == "vit-tiny":
         shape = Shape(64, 32, VIT_TINY, "ViT-Tiny, patch 8, predictor 96 × 2")
-    else:
-        shape = Shape(32, 64)
+    else:  # channels-last convolutions, as the ResNet recipes train (1.4× for VICReg's eager step on 2 cores)
+        shape = Shape(32, 64, {"channels_last": True}, "methods.py defaults, channels-last")
     shape.image_size = args.image_size or shape.image_size
     shape.batch_size = args.batch_size or shape.batch_size
     return shape
@@ -78,26 +84,41 @@ def step_args(args: argparse.Namespace, shape: Shape) -> argparse.Namespace:
     return argparse.Namespace(**{**vars(args), "backbone": None, "in_chans": 3, **sizes})
 
 
-def built(name: str, case: argparse.Namespace, shape: Shape, compiled: bool):
-    """The method, with fused AdamW and, when ``compiled``, ``compile=True``."""
+def built(name: str, case: argparse.Namespace, shape: Shape, compiled: bool, onednn: bool = False):
+    """The method, with fused AdamW and, when ``compiled``, ``compile=True``; with ``onednn``, its
+    linear layers run as 1×1 convolutions (:func:`~ssl_lightning.nn.onednn_linear.use_onednn_linears`)."""
     options = dict(shape.options)
     if compiled:
         options |= {"compile": True, "compile_options": {"backend": case.compile_backend}}
     module, num_views = fresh_module(name, case, **options)
+    if onednn:
+        use_onednn_linears(module)
     return use_fused_adamw(module), num_views
 
 
-def roofline_rows(args: argparse.Namespace, roofline: float) -> list[list[str]]:
+def variants(args: argparse.Namespace, device: torch.device) -> list[tuple[str, bool, bool]]:
+    """``(label, compiled, oneDNN linears)`` of the rows measured per method: eager, on a CPU also with
+    the linear layers through oneDNN, and compiled (where inductor picks the kernels itself)."""
+    rows = [("eager", False, False)]
+    if device.type == "cpu":
+        rows.append(("eager, oneDNN linears", False, True))
+    if not args.no_compile:
+        rows.append(("torch.compile", True, False))
+    return rows
+
+
+def roofline_rows(args: argparse.Namespace, roofline: float, device: torch.device) -> list[list[str]]:
     """One row per method and variant: FLOPs per step, images/s, FLOP/s and share of ``roofline``."""
     rows = []
     for name in args.methods:
         shape = method_shape(name, args)
         case = step_args(args, shape)
         counter = StepFlops()
-        module, num_views = built(name, case, shape, compiled=False)
-        speeds = {"eager": images_per_second(module, num_views, case, [counter], on_device=True)}
-        if not args.no_compile:
-            speeds["torch.compile"] = images_per_second(*built(name, case, shape, True), case, on_device=True)
+        speeds = {}
+        for label, compiled, onednn in variants(args, device):
+            callbacks = [] if speeds else [counter]  # the FLOPs of the first (eager) variant's first step
+            module, num_views = built(name, case, shape, compiled, onednn)
+            speeds[label] = images_per_second(module, num_views, case, callbacks, on_device=True)
         for variant, speed in speeds.items():
             achieved = counter.flops * speed / shape.batch_size
             size = f"{shape.image_size} px, batch {shape.batch_size}"
@@ -160,7 +181,8 @@ def profile_lines(args: argparse.Namespace, device: torch.device) -> list[str]:
     case.steps = args.profile_steps
     cuda = device.type == "cuda"
     profiler = StepProfiler(case.warmup, cuda)
-    module, num_views = built(args.profile, case, shape, compiled=False)
+    onednn = device.type == "cpu"  # the faster eager step there (see variants)
+    module, num_views = built(args.profile, case, shape, compiled=False, onednn=onednn)
     images_per_second(module, num_views, case, [profiler], on_device=True)
     wall = profiler.seconds / case.steps * 1e3
     ops = op_rows(profiler.profiler.key_averages(), cuda, case.steps)
@@ -172,7 +194,10 @@ def profile_lines(args: argparse.Namespace, device: torch.device) -> list[str]:
     whole = max(wall, in_ops)
     clock = "self CUDA time" if cuda else "self CPU time"
     notes = [
-        f"{args.profile}, eager, {shape.label}, {shape.image_size} px, batch {shape.batch_size}, {args.precision}",
+        (
+            f"{args.profile}, eager{', oneDNN linears' if onednn else ''}, {shape.label}, {shape.image_size} px, "
+            f"batch {shape.batch_size}, {args.precision}"
+        ),
         f"torch.profiler over {case.steps} steps after {case.warmup} warmup steps; {clock} of each op, per step",
         f"step: {wall:,.1f} ms wall (profiled), {in_ops:,.1f} ms of it in the ops; shares of the wall time",
     ]
@@ -229,20 +254,29 @@ def main() -> None:
     else:
         dtype = compute_dtype(args.precision)
         per_repeat = 10 if device.type == "cuda" else 1
-        roofline = matmul_flops_per_second(device, dtype, args.matmul_size, args.matmul_repeats, per_repeat)
+        kernels = ("blas", "onednn") if device.type == "cpu" else ("blas",)
+        rates = {
+            kernel: matmul_flops_per_second(device, dtype, args.matmul_size, args.matmul_repeats, per_repeat, kernel)
+            for kernel in kernels
+        }
+        roofline = max(rates.values())
         print(f"roofline: {roofline / 1e9:,.1f} GFLOP/s", flush=True)
-        rows = roofline_rows(args, roofline)
+        rows = roofline_rows(args, roofline, device)
         jepa = method_shape("ijepa", args)
         notes = [
             (
                 f"roofline: {roofline / 1e9:,.1f} GFLOP/s, the best of {args.matmul_repeats} timed {str(dtype)[6:]} "
-                f"{args.matmul_size}×{args.matmul_size} matmuls (torch.mm) on the {device.type.upper()}"
+                f"{args.matmul_size}×{args.matmul_size} matmuls on the {device.type.upper()}: "
+                + ", ".join(f"{ROOFLINE_KERNELS[kernel]} {rate / 1e9:,.1f}" for kernel, rate in rates.items())
             ),
             (
                 f"precision {args.precision}; images/s over {args.steps} steps after {args.warmup} warmup steps, "
                 "images generated on the device; fused AdamW with methods.py's hyper-parameters"
             ),
-            f"shapes: ijepa/flexpredict {jepa.label}; the others methods.py defaults (narrow ResNet-18, 512-d projector)",
+            (
+                f"shapes: ijepa/flexpredict {jepa.label}; the others methods.py defaults (narrow ResNet-18, "
+                "512-d projector), channels_last=True"
+            ),
             (
                 "GFLOP/step: FlopCounterMode over the first (eager, untimed) step: matmuls, convolutions and "
                 "attention of forward and backward (I-JEPA's target encoder: forward); the compiled row reuses it"

@@ -20,6 +20,8 @@ from methods import METHODS
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import FlopCounterMode
 
+from ssl_lightning.nn.onednn_linear import linear_as_convolution
+
 # Dense bf16 tensor-core peak FLOP/s by a substring of torch.cuda.get_device_name(), first match
 # wins (NVIDIA H100/H200 and A100 datasheets; the "with sparsity" figures are twice these).
 PEAK_BF16_FLOPS = [("H200", 989e12), ("H100 PCIe", 756e12), ("H100", 989e12), ("A100", 312e12)]
@@ -173,20 +175,33 @@ def compute_dtype(precision: str) -> torch.dtype:
 
 
 def matmul_flops_per_second(
-    device: torch.device, dtype: torch.dtype, size: int, repeats: int = 5, matmuls_per_repeat: int = 1
+    device: torch.device,
+    dtype: torch.dtype,
+    size: int,
+    repeats: int = 5,
+    matmuls_per_repeat: int = 1,
+    kernel: str = "blas",
 ) -> float:
     """FLOP/s of ``size`` × ``size`` matrix products in ``dtype`` on ``device``: the best of
     ``repeats`` timed runs of ``matmuls_per_repeat`` products each (2·size³ FLOPs a product),
-    after one untimed run."""
+    after one untimed run. ``kernel``: ``"blas"``, ``torch.mm`` (on a CPU, the BLAS torch was built
+    with); ``"onednn"``, the same product as a 1×1 convolution, which a CPU runs in oneDNN
+    (:func:`~ssl_lightning.nn.onednn_linear.linear_as_convolution`)."""
     a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
     out = torch.empty_like(a)
+
+    def product() -> None:
+        if kernel == "onednn":
+            linear_as_convolution(a, b, None)
+        else:
+            torch.mm(a, b, out=out)
 
     def run() -> float:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         start = time.perf_counter()
         for _ in range(matmuls_per_repeat):
-            torch.mm(a, b, out=out)
+            product()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         return time.perf_counter() - start

@@ -13,6 +13,7 @@ from ssl_lightning.callbacks import OnlineLinearProbe
 from ssl_lightning.methods import BarlowTwins, BlockwiseBarlowTwins
 from ssl_lightning.methods.blockwise import BLOCK_NAMES
 from ssl_lightning.nn import add_feature_noise, stage_head
+from ssl_lightning.nn.blockwise import GlobalAveragePool, standard_normal_like
 from tests.synthetic import NoisyClassDataModule
 
 NARROW = {"channels": (8, 16, 32, 64), "stem_width": 8}
@@ -153,3 +154,24 @@ def test_stages_run_the_sync_batchnorm_the_trainer_swaps_in():
         m for stage in model.stages for m in stage.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
     ]
     assert stage_norms and all(isinstance(m, torch.nn.SyncBatchNorm) for m in stage_norms)
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_global_average_pool_is_the_mean_over_positions_with_its_gradient(memory_format):
+    x = torch.randn(3, 5, 4, 6).to(memory_format=memory_format).requires_grad_()
+    upstream = torch.randn(3, 5)
+    pooled = GlobalAveragePool()(x)
+    (grad,) = torch.autograd.grad(pooled, x, upstream)
+    expected = x.mean(dim=(2, 3))
+    (expected_grad,) = torch.autograd.grad(expected, x, upstream)
+    torch.testing.assert_close(pooled, expected)
+    torch.testing.assert_close(grad, expected_grad)
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_standard_normal_like_keeps_shape_and_memory_format_and_is_standard_normal(memory_format):
+    x = torch.empty(16, 8, 16, 16).to(memory_format=memory_format)
+    torch.manual_seed(0)
+    noise = standard_normal_like(x)
+    assert noise.shape == x.shape and noise.is_contiguous(memory_format=memory_format)
+    assert abs(noise.mean().item()) < 0.025 and abs(noise.std().item() - 1) < 0.02  # 32768 draws: σ/√n ≈ 0.0055

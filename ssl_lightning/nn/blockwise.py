@@ -23,9 +23,21 @@ def stage_head(in_channels: int, out_dim: int = 2048, kernel_size: int = 1) -> n
         nn.Conv2d(in_channels, out_dim, kernel_size, padding=kernel_size // 2, bias=False),
         nn.BatchNorm2d(out_dim),
         nn.ReLU(inplace=True),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
+        GlobalAveragePool(),
     )
+
+
+class GlobalAveragePool(nn.Module):
+    """``(B, C, H, W)`` → ``(B, C)``, the mean over the positions, as a sum divided by ``H·W``.
+
+    The sum's backward pass hands the ReLU before it a broadcast view of the gradient, which the
+    ReLU's backward reads in the feature maps' own (channels-last) order; ``mean`` and
+    ``AdaptiveAvgPool2d`` hand it a materialised NCHW gradient, and a ReLU backward across the two
+    memory orders is 10× slower (a head of 512 channels on 8×8 maps, batch 64, 2 cores: 9.2 ms
+    forward and backward against 5.2)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.sum(dim=(2, 3)) / (x.shape[2] * x.shape[3])
 
 
 def add_feature_noise(x: Tensor, noise_std: float, mode: NoiseMode = "all") -> Tensor:
@@ -45,4 +57,14 @@ def add_feature_noise(x: Tensor, noise_std: float, mode: NoiseMode = "all") -> T
         std = x.std(dim=(2, 3), keepdim=True)
     else:
         raise ConfigurationError(f"noise mode must be 'all' or 'hw', got {mode!r}")
-    return x + noise_std * std * torch.randn_like(x)
+    return x + noise_std * std * standard_normal_like(x)
+
+
+def standard_normal_like(x: Tensor) -> Tensor:
+    """``torch.randn_like(x)``, drawn in ``x``'s memory order when it is channels-last: the CPU's
+    ``normal_`` is vectorised only over contiguous memory, and filling a channels-last tensor element
+    by element is 9× slower (a 64 × 16 × 32 × 32 batch on 2 cores: 23 ms against 2.7). Same
+    distribution; the draws land in other positions than ``randn_like``'s would."""
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.randn(x.permute(0, 2, 3, 1).shape, dtype=x.dtype, device=x.device).permute(0, 3, 1, 2)
+    return torch.randn_like(x)
