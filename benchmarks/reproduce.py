@@ -86,6 +86,8 @@ class CheckpointEvery(Callback):
 
     def on_train_start(self, trainer: Trainer, module: LightningModule) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
+        for stale in self.directory.glob("step=*.pt"):  # an earlier run's (e.g. before --fresh): not this curve
+            stale.unlink()
         self.start = time.perf_counter()
         self.save(trainer, module)
 

@@ -128,6 +128,7 @@ def test_checkpoints_at_step_zero_every_n_steps_and_at_the_end(tmp_path):
     method = tiny("VICReg")
     callback = CheckpointEvery(tmp_path, every_n_steps=3)
     data = NoisyClassDataModule(num_views=2, image_size=16, train_size=64, batch_size=8)
+    torch.save({"step": 5}, tmp_path / "step=5.pt")  # an earlier run's checkpoint: not part of this curve
     initial = {k: v.clone() for k, v in method.state_dict().items()}
     quiet_trainer([callback], max_steps=7).fit(method, data)
     steps = sorted(int(p.stem.split("=")[1]) for p in tmp_path.glob("step=*.pt"))
