@@ -168,10 +168,7 @@ def main() -> None:
     columns = ["recipe", "pipeline", "images/s", "vs per-sample", "model step images/s"]
     lines = header_lines("Data pipeline throughput (benchmarks/data_throughput.py)", devices[-1], *notes)
     table = lines + markdown_table(columns, rows)
-    if args.no_publish:
-        print("\n".join(table))
-    else:
-        publish(table)
+    publish(table, append=not args.no_publish)
 
 
 if __name__ == "__main__":

@@ -41,10 +41,13 @@ def markdown_table(columns: list[str], rows: list[list[str]]) -> list[str]:
     return [f"| {' | '.join(columns)} |", f"|{'|'.join(align)}|", *[f"| {' | '.join(row)} |" for row in rows]]
 
 
-def publish(lines: list[str]) -> None:
-    """Print a section and append it to ``benchmarks/RESULTS.md``."""
+def publish(lines: list[str], append: bool = True) -> None:
+    """Print a section and, unless ``append`` is false (a benchmark's ``--no-publish``), append it to
+    ``benchmarks/RESULTS.md``."""
     section = "\n".join(lines) + "\n"
     print(section)
+    if not append:
+        return
     if not RESULTS.exists():
         RESULTS.write_text(RESULTS_HEADER)
     with RESULTS.open("a") as results:

@@ -354,10 +354,7 @@ def report(args, scores: list[Score]) -> None:
     curve = ["method", "step", "train min", "linear %", "kNN-20 %", "RankMe"]
     section = lines + markdown_table(columns, summary_rows(scores))
     section += ["", "Every checkpoint:", "", *markdown_table(curve, curve_rows(scores))]
-    if args.no_publish:
-        print("\n".join(section))
-    else:
-        publish(section)
+    publish(section, append=not args.no_publish)
 
 
 if __name__ == "__main__":

@@ -288,10 +288,7 @@ def main() -> None:
         columns = ["method", "variant", "shape", "GFLOP/step", "images/s", "GFLOP/s", "share of roofline"]
         title = "Share of roofline: training-step FLOP/s over matmul FLOP/s (benchmarks/roofline.py)"
         lines = header_lines(title, device, *notes) + markdown_table(columns, rows)
-    if args.no_publish:
-        print("\n".join(lines))
-    else:
-        publish(lines)
+    publish(lines, append=not args.no_publish)
 
 
 if __name__ == "__main__":

@@ -63,9 +63,9 @@ def test_the_jepa_training_step_reads_no_device_value(name, full_context):
 def test_the_guard_records_the_first_failing_step_and_loss():
     guard = DivergenceGuard()
     for step, loss in [(0, 1.0), (1, 0.5), (2, float("nan")), (3, float("inf")), (4, 0.2)]:
-        failed = guard.record(torch.tensor(loss), step)
+        guard.record(torch.tensor(loss), step)
         guard.start_copy()
-        assert bool(failed) == (step >= 2)
+        assert bool(guard.failed()) == (step >= 2)
         assert guard.found_inf().item() == float(step >= 2)
         assert guard.hold(0.99).item() == pytest.approx(1.0 if step >= 2 else 0.99)
     first_step, first_loss = guard.poll()

@@ -44,8 +44,8 @@ class DivergenceGuard:
         self.copied: torch.cuda.Event | None = None
         self.reported = False
 
-    def record(self, loss: Tensor, step: int) -> Tensor:
-        """Fold this step's loss into the record; return the device flag "a step has failed" (bool, 0-dim)."""
+    def record(self, loss: Tensor, step: int) -> None:
+        """Fold this step's loss into the record (:meth:`failed` then tells whether a step has failed)."""
         loss = loss.detach()
         if self.record_tensor is None or self.record_tensor.device != loss.device:
             self.record_tensor = torch.tensor([_NO_FAILURE, 0.0], dtype=torch.float64, device=loss.device)
@@ -58,9 +58,9 @@ class DivergenceGuard:
             negated = torch.where(self.record_tensor[0] < 0, float("-inf"), -self.record_tensor[0])
             dist.all_reduce(negated, op=dist.ReduceOp.MAX)
             self.record_tensor[0] = torch.where(torch.isfinite(negated), -negated, _NO_FAILURE)
-        return self.failed()
 
     def failed(self) -> Tensor:
+        """The device flag "a step has failed" (bool, 0-dim)."""
         return self.record_tensor[0] >= 0
 
     def found_inf(self) -> Tensor:

@@ -32,7 +32,7 @@ class OneDNNLinear(nn.Linear):
     """``nn.Linear`` whose float32 CPU products go through :func:`linear_as_convolution`."""
 
     def forward(self, x: Tensor) -> Tensor:
-        on_cpu = x.device.type == "cpu" and x.dtype == self.weight.dtype and x.is_floating_point() and x.dim() >= 2
+        on_cpu = x.device.type == "cpu" and x.dtype == self.weight.dtype and x.dim() >= 2
         # Under torch.compile, inductor picks the kernels (its convolution lowering fails on dynamic token counts).
         if on_cpu and not torch.compiler.is_compiling():
             return linear_as_convolution(x, self.weight, self.bias)
