@@ -39,6 +39,7 @@ from curves import plot_curves
 from lightning.pytorch import Callback, LightningModule, Trainer, seed_everything
 from report import header_lines, machine, markdown_table, publish
 
+from ssl_lightning.callbacks import OneDNNLinears
 from ssl_lightning.callbacks.rankme import rankme
 from ssl_lightning.cli import build
 from ssl_lightning.data import LinearEvalViews
@@ -220,6 +221,7 @@ def supervised(args, method: str, steps: int, out: Path, done: list[Score]) -> S
     trainer = Trainer(
         accelerator=args.device,
         max_steps=steps,
+        callbacks=[c for c in cli.trainer.callbacks if isinstance(c, OneDNNLinears)],  # the recipe's kernels
         limit_val_batches=0,
         logger=False,
         enable_checkpointing=False,
@@ -315,13 +317,16 @@ def main() -> None:
         scores.append(pixels(args))
         save()
     for method in args.methods:
-        if any(s.method == run_label(method, args.overrides) for s in scores):
-            continue
-        seed_everything(args.seed)
-        method_scores, steps = pretrain(args, method, out)
-        scores += method_scores
-        save()
-        if not args.no_supervised:
+        label = run_label(method, args.overrides)
+        trained = [s.step for s in scores if s.method == label and s.kind == "pretrained"]
+        if trained:  # pretrained before: only a missing supervised twin is left to run
+            steps = max(trained)
+        else:
+            seed_everything(args.seed)
+            method_scores, steps = pretrain(args, method, out)
+            scores += method_scores
+            save()
+        if not args.no_supervised and not any(s.method == label and s.kind == "supervised" for s in scores):
             seed_everything(args.seed)
             scores.append(supervised(args, method, steps, out, scores))
             save()
