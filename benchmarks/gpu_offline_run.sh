@@ -6,11 +6,12 @@
 #   data/FashionMNIST/raw/   the four IDX .gz files (docs/small_data.md). The pixel row is taken from
 #           benchmarks/results/reproduce_fashion_mnist.json, so the pixel probe is not recomputed.
 # Runs benchmarks/gpu.py, then reproduce.py for METHODS in parallel (small models do not fill the GPU),
-# each at most MINUTES of training, and writes everything under OUT (default ./gpu_out).
+# each at most MINUTES of training, and writes everything under OUT (default ./gpu_out) in at most six files
+# (the device tool brings back eight): gpu.py's, gpu_log.txt, repro.json (every method's scores) and repro_logs.txt.
 #   OUT=gpu_out METHODS="vicreg ijepa" MINUTES=3.5 bash benchmarks/gpu_offline_run.sh
 set -u
 export PYTHONUNBUFFERED=1
-OUT=${OUT:-gpu_out}; METHODS=${METHODS:-vicreg ijepa lejepa barlow}; mkdir -p "$OUT/repro"
+OUT=${OUT:-gpu_out}; METHODS=${METHODS:-vicreg ijepa lejepa barlow}; mkdir -p "$OUT"
 if [ -d .whl ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
   export PYTHONPATH=/tmp/site:$PWD
@@ -25,7 +26,9 @@ for m in $METHODS; do
       --epochs 100 --minutes "${MINUTES:-3.5}" --checkpoints 10 --no-supervised --no-publish --out "/tmp/r_$m" \
       --data-dir data --data.init_args.batched_views=true --data.init_args.num_workers=3 > "/tmp/r_$m.log" 2>&1
     echo "$m exit $?" >> "/tmp/r_$m.log"
-    cp "/tmp/r_$m/fashion_mnist/results.json" "$OUT/repro/$m.json" ) &
+  ) &
 done
 wait
+python3 -c "import json, sys; json.dump([row for path in sys.argv[1:] for row in json.load(open(path))
+  if row['kind'] != 'pixels'], open('$OUT/repro.json', 'w'), indent=1)" /tmp/r_*/fashion_mnist/results.json
 for m in $METHODS; do echo "=== $m"; grep -vi warn "/tmp/r_$m.log" | tail -n 25; done > "$OUT/repro_logs.txt"
