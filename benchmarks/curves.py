@@ -13,17 +13,29 @@ import matplotlib.pyplot as plt
 
 def plot_curves(scores, path: Path, title: str) -> Path:
     """Write the PNG to ``path``. ``scores`` are ``reproduce.Score`` rows (any objects with ``method``,
-    ``kind``, ``train_seconds`` and ``linear``)."""
-    figure, axes = plt.subplots(figsize=(8, 5))
+    ``kind``, ``train_seconds`` and ``linear``). A method's ablations (``"ijepa [trainer.max_steps=1200]"``)
+    share its colour as thin dashed lines, without reference lines of their own."""
+    figure, axes = plt.subplots(figsize=(10, 5))
     methods = list(dict.fromkeys(s.method for s in scores if s.kind in ("pretrained", "random init")))
+    families = list(dict.fromkeys(method.split(" [")[0] for method in methods))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for index, method in enumerate(methods):
-        colour = colours[index % len(colours)]
+    for method in methods:
+        family = method.split(" [")[0]
+        colour = colours[families.index(family) % len(colours)]
+        ablation = method != family
         curve = sorted((s for s in scores if s.method == method and s.kind in ("pretrained", "random init")),
                        key=lambda s: s.train_seconds)  # fmt: skip
         axes.plot(
-            [s.train_seconds / 60 for s in curve], [100 * s.linear for s in curve], "o-", color=colour, label=method
+            [s.train_seconds / 60 for s in curve],
+            [100 * s.linear for s in curve],
+            "o--" if ablation else "o-",
+            color=colour,
+            linewidth=0.8 if ablation else 1.8,
+            markersize=3 if ablation else 5,
+            label=method,
         )
+        if ablation:
+            continue
         init = next((s for s in curve if s.kind == "random init"), None)
         if init is not None:
             axes.axhline(100 * init.linear, color=colour, linestyle=":", linewidth=1)
@@ -38,11 +50,13 @@ def plot_curves(scores, path: Path, title: str) -> Path:
     axes.set_xlabel("pretraining time (minutes)")
     axes.set_ylabel("linear probe, test top-1 (%)")
     axes.set_title(
-        title + "\n(dotted: each method's random-init encoder; dash-dot: supervised, same steps)", fontsize=10
+        title + "\n(dotted: each method's random-init encoder; dash-dot: supervised, same steps;\n"
+        "thin dashed: a method's ablations)",
+        fontsize=10,
     )
     axes.grid(alpha=0.3)
-    axes.legend(loc="lower right", fontsize=8)
+    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7)  # beside the curves, never over them
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    figure.savefig(path, dpi=120, bbox_inches="tight")  # the legend beside the axes
     plt.close(figure)
     return path

@@ -154,6 +154,10 @@ def test_plot_and_summary(tmp_path):
     ]
     path = plot_curves(scores, tmp_path / "curves.png", title="test")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
+    ablation = [score("vicreg [trainer.max_steps=5]", kind, step, acc) for kind, step, acc in
+                [("random init", 0, 0.6), ("pretrained", 5, 0.84), ("supervised", 5, 0.9)]]  # fmt: skip
+    with_ablation = plot_curves(scores + ablation, tmp_path / "ablation.png", title="test")
+    assert with_ablation.read_bytes() != path.read_bytes()
     rows = summary_rows(scores)
     assert [row[0] for row in rows] == ["raw pixels", "vicreg"]
     assert rows[1][:4] == ["vicreg", "10", "10.0", "88.00"]
