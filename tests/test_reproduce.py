@@ -7,9 +7,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
-from reproduce import main as reproduce  # noqa: E402
+from reproduce import main as reproduce
 
-from tests.fake_data import write_fake_fashion_mnist  # noqa: E402
+from tests.fake_data import write_fake_fashion_mnist
 
 
 def run(monkeypatch, *argv: str) -> None:
