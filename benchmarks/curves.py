@@ -17,12 +17,12 @@ def plot_curves(scores, path: Path, title: str) -> Path:
     share its colour as thin dashed lines, without reference lines of their own."""
     figure, axes = plt.subplots(figsize=(10, 5))
     methods = list(dict.fromkeys(s.method for s in scores if s.kind in ("pretrained", "random init")))
-    families = list(dict.fromkeys(method.split(" [")[0] for method in methods))
+    family = {method: method.split(" [")[0] for method in methods}  # "ijepa [x=1]" -> "ijepa"
+    families = list(dict.fromkeys(family.values()))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for method in methods:
-        family = method.split(" [")[0]
-        colour = colours[families.index(family) % len(colours)]
-        ablation = method != family
+        colour = colours[families.index(family[method]) % len(colours)]
+        ablation = method != family[method]
         curve = sorted((s for s in scores if s.method == method and s.kind in ("pretrained", "random init")),
                        key=lambda s: s.train_seconds)  # fmt: skip
         axes.plot(

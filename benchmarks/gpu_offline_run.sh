@@ -6,8 +6,8 @@
 #   data/FashionMNIST/raw/   the four IDX .gz files (docs/small_data.md). The pixel row is taken from
 #           benchmarks/results/reproduce_fashion_mnist.json, so the pixel probe is not recomputed.
 # Runs benchmarks/gpu.py, then reproduce.py for METHODS in parallel (small models do not fill the GPU),
-# each at most MINUTES of training, and writes everything under OUT (default ./gpu_out) in at most six files
-# (the device tool brings back eight): gpu.py's, gpu_log.txt, repro.json (every method's scores) and repro_logs.txt.
+# each at most MINUTES of training, and writes everything under OUT (default ./gpu_out) in five files
+# (the device tool brings back eight): gpu.py's two, gpu_log.txt, repro.json (every method's scores) and repro_logs.txt.
 #   OUT=gpu_out METHODS="vicreg ijepa" MINUTES=3.5 bash benchmarks/gpu_offline_run.sh
 set -u
 export PYTHONUNBUFFERED=1
