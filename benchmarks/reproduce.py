@@ -30,6 +30,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -69,6 +70,7 @@ class Score:
     dim: int
     architecture: str = ""  # hash of the encoder's weight names and shapes: supervised runs are shared by equal ones
     machine: str = ""  # where it was trained and scored (results.json can gather runs from several machines)
+    scheduled_steps: int = 0  # the run's length; above its last step where --minutes cut it (0: not recorded)
 
 
 class CheckpointEvery(Callback):
@@ -104,6 +106,20 @@ def max_time(minutes: float) -> str:
     """Lightning's ``DD:HH:MM:SS`` for a number of minutes."""
     seconds = round(60 * minutes)
     return f"{seconds // 86400:02d}:{seconds // 3600 % 24:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def cut_short_warning(label: str, steps: int, scheduled: int, seconds: float) -> str:
+    """What to tell when the ``--minutes`` cap stopped a run before the end of its schedule: the run's
+    warmup and cosine were laid out over ``scheduled`` steps, so its curve is not the recipe's."""
+    if steps == 0:
+        return f"WARNING {label}: the --minutes cap stopped pretraining before its first step: pass a larger --minutes."
+    rate = 60 * steps / max(seconds, 1e-9)
+    return (
+        f"WARNING {label}: the --minutes cap stopped pretraining at step {steps} of the {scheduled} scheduled "
+        f"({rate:.1f} steps/min on this machine), before the learning rate finished its decay: these scores are "
+        f"below what the recipe reaches. For the whole schedule pass --minutes {math.ceil(1.05 * scheduled / rate)}; "
+        f"for a complete shorter schedule, --steps {steps}."
+    )
 
 
 def recipe_args(args: argparse.Namespace, method: str, log_dir: Path) -> list[str]:
@@ -176,6 +192,8 @@ def pretrain(args, method: str, out: Path) -> tuple[list[Score], int]:
     checkpoints = CheckpointEvery(out / "checkpoints" / run_folder(label), every)
     trainer.callbacks.append(checkpoints)
     trainer.fit(module, datamodule)
+    if trainer.global_step < total:
+        print(cut_short_warning(label, trainer.global_step, total, time.perf_counter() - checkpoints.start), flush=True)
     scores = []
     for path in sorted(checkpoints.directory.glob("step=*.pt"), key=lambda p: int(p.stem.split("=")[1])):
         saved = torch.load(path, weights_only=True)
@@ -186,6 +204,7 @@ def pretrain(args, method: str, out: Path) -> tuple[list[Score], int]:
                 representation(module), datamodule, module.device, label, kind, saved["step"], saved["seconds"]
             )
         )
+        scores[-1].scheduled_steps = total
         print(json.dumps(asdict(scores[-1])), flush=True)
     return scores, trainer.global_step
 
@@ -259,8 +278,10 @@ def summary_rows(scores: list[Score]) -> list[list[str]]:
             init = next(s for s in scores if s.method == score.method and s.kind == "random init")
             sup = next((s for s in scores if s.method == score.method and s.kind == "supervised"), None)
             curve_ranks = [s.rankme for s in scores if s.method == score.method and s.kind == "pretrained"]
+            cut = score.step < score.scheduled_steps
+            steps = f"{score.step} of {score.scheduled_steps}" if cut else str(score.step)
             rows.append([
-                score.method, str(score.step), f"{score.train_seconds / 60:.1f}", percent(score.linear),
+                score.method, steps, f"{score.train_seconds / 60:.1f}", percent(score.linear),
                 percent(score.knn20), percent(score.knn200), f"{min(curve_ranks):.1f} / {score.dim}",
                 percent(init.linear), percent(init.knn20), percent(sup.linear) if sup else "—", score.machine,
             ])  # fmt: skip
@@ -351,6 +372,8 @@ def report(args, scores: list[Score]) -> None:
         "trained with labels for the same steps, then probed the same way",
         f"plot: [reproduce_{dataset}.png](reproduce_{dataset}.png)",
         "machine: the one this section was written on; each run's own is in the table's last column",
+        "steps: `N of M` where the --minutes cap stopped a run at step N of its M-step schedule (its learning rate "
+        "never finished decaying)",
     )
     columns = [
         "method", "steps", "train min", "linear %", "kNN-20 %", "kNN-200 %", "RankMe (min) / dim",
