@@ -113,7 +113,7 @@ def cut_short_warning(label: str, steps: int, scheduled: int, seconds: float) ->
     warmup and cosine were laid out over ``scheduled`` steps, so its curve is not the recipe's."""
     if steps == 0:
         return f"WARNING {label}: the --minutes cap stopped pretraining before its first step: pass a larger --minutes."
-    rate = 60 * steps / max(seconds, 1e-9)
+    rate = 60 * steps / seconds  # steps > 0, so time has passed
     return (
         f"WARNING {label}: the --minutes cap stopped pretraining at step {steps} of the {scheduled} scheduled "
         f"({rate:.1f} steps/min on this machine), before the learning rate finished its decay: these scores are "
