@@ -1,5 +1,5 @@
-"""The learning-curve plot of ``reproduce.py``: linear-probe test accuracy against pretraining time,
-and against steps, one line per method, with the raw pixels and each method's random-init encoder as references."""
+"""The learning-curve plot of ``reproduce.py``: linear-probe test accuracy against pretraining time and
+against steps, one line per method, with the raw pixels and each method's random-init encoder as references."""
 
 from __future__ import annotations
 
