@@ -102,6 +102,16 @@ class CheckpointEvery(Callback):
         self.save(trainer, module)
 
 
+def checkpoint_step(path: Path) -> int:
+    """The step of a ``step=<N>.pt`` file written by :class:`CheckpointEvery`."""
+    return int(path.stem.split("=")[1])
+
+
+def saved_checkpoints(directory: Path) -> list[Path]:
+    """The ``step=<N>.pt`` files :class:`CheckpointEvery` wrote in ``directory``, in step order."""
+    return sorted(directory.glob("step=*.pt"), key=checkpoint_step)
+
+
 def max_time(minutes: float) -> str:
     """Lightning's ``DD:HH:MM:SS`` for a number of minutes."""
     seconds = round(60 * minutes)
@@ -195,7 +205,7 @@ def pretrain(args, method: str, out: Path) -> tuple[list[Score], int]:
     if trainer.global_step < total:
         print(cut_short_warning(label, trainer.global_step, total, time.perf_counter() - checkpoints.start), flush=True)
     scores = []
-    for path in sorted(checkpoints.directory.glob("step=*.pt"), key=lambda p: int(p.stem.split("=")[1])):
+    for path in saved_checkpoints(checkpoints.directory):
         saved = torch.load(path, weights_only=True)
         module.load_state_dict(saved["state_dict"])
         kind = "random init" if saved["step"] == 0 else "pretrained"
@@ -266,12 +276,13 @@ def load_results(path: Path) -> list[Score]:
     return [Score(**row) for row in json.loads(path.read_text())] if path.exists() else []
 
 
+def percent(fraction: float) -> str:
+    """An accuracy as the tables show it: percent, two decimals."""
+    return f"{100 * fraction:.2f}"
+
+
 def summary_rows(scores: list[Score]) -> list[list[str]]:
     """One row per method: its last checkpoint, its random init and its supervised twin."""
-
-    def percent(value: float) -> str:
-        return f"{100 * value:.2f}"
-
     rows = []
     for score in scores:
         if score.kind == "pretrained" and score.step == max(s.step for s in scores if s.method == score.method):
@@ -295,7 +306,7 @@ def summary_rows(scores: list[Score]) -> list[list[str]]:
 
 def curve_rows(scores: list[Score]) -> list[list[str]]:
     return [
-        [s.method, str(s.step), f"{s.train_seconds / 60:.1f}", f"{100 * s.linear:.2f}", f"{100 * s.knn20:.2f}", f"{s.rankme:.1f}"]
+        [s.method, str(s.step), f"{s.train_seconds / 60:.1f}", percent(s.linear), percent(s.knn20), f"{s.rankme:.1f}"]
         for s in scores
         if s.kind in ("pretrained", "random init")
     ]  # fmt: skip

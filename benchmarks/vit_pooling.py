@@ -21,12 +21,11 @@ from pathlib import Path
 
 import torch
 from report import header_lines, markdown_table, publish
-from reproduce import DATASETS, ROOT, recipe_args, run_folder
+from saved_runs import run_parser, saved_run
 from torch import Tensor
 from torch.utils.data import DataLoader, Subset
 
 from ssl_lightning.callbacks.rankme import rankme
-from ssl_lightning.cli import build
 from ssl_lightning.evaluation.frozen_probes import encode
 from ssl_lightning.evaluation.pretrained import representation
 
@@ -52,14 +51,7 @@ def common_share(features: Tensor) -> float:
 
 
 def checkpoint_rows(method: str, args: argparse.Namespace) -> list[list[str]]:
-    out = ROOT / args.out / args.dataset
-    folder = out / "checkpoints" / run_folder(method)
-    paths = sorted(folder.glob("step=*.pt"), key=lambda p: int(p.stem.split("=")[1]))
-    if not paths:
-        raise SystemExit(f"No checkpoints in {folder}: run `python benchmarks/reproduce.py --methods {method}` first.")
-    cli = build(recipe_args(args, method, Path("/tmp") / "vit_pooling"))
-    module, datamodule = cli.model, cli.datamodule
-    datamodule.setup("fit")
+    module, datamodule, paths = saved_run(method, args, Path("/tmp") / "vit_pooling")
     first = Subset(datamodule.val_dataloader().dataset, range(args.images))
     loader = [next(iter(DataLoader(first, batch_size=args.images)))]  # one batch: features and regressors align
     images = loader[0][0]
@@ -79,14 +71,9 @@ def checkpoint_rows(method: str, args: argparse.Namespace) -> list[list[str]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--methods", nargs="+", default=["ijepa", "flexpredict"])
-    parser.add_argument("--dataset", default="fashion_mnist", choices=list(DATASETS))
+    parser = run_parser(__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=2000, help="test images to measure on")
-    parser.add_argument("--data-dir", default="data")
-    parser.add_argument("--out", default="logs/reproduce", help="reproduce.py's --out")
     args = parser.parse_args()
-    args.device, args.minutes, args.seed, args.steps, args.epochs = "cpu", 1.0, 0, None, None
     rows = [row for method in args.methods for row in checkpoint_rows(method, args)]
     columns = ["method", "step", "R² from the mean patch", "common-vector share", "RankMe", "RankMe centred", "dim"]
     lines = header_lines(
