@@ -43,6 +43,10 @@ def readout(method: IJEPA, name: str) -> ViTFeatures:
 
 def checkpoint_rows(method: str, args: argparse.Namespace) -> list[list[str]]:
     module, datamodule, paths = saved_run(method, args, Path("/tmp") / "vit_readouts")
+    saved_steps = [checkpoint_step(p) for p in paths]
+    missing = sorted(set(args.at_steps or ()) - set(saved_steps))
+    if missing:
+        raise SystemExit(f"{method}'s run has no checkpoint at step {missing}; its steps are {saved_steps}.")
     chosen = [p for p in paths if checkpoint_step(p) in args.at_steps] if args.at_steps else paths[-1:]
     rows = []
     for path in chosen:
