@@ -25,20 +25,23 @@ import torch
 from report import header_lines, markdown_table, publish
 from reproduce import checkpoint_step, percent, score_encoder
 from saved_runs import run_parser, saved_run
+from torch import nn
 
 from ssl_lightning.errors import ConfigurationError
-from ssl_lightning.evaluation.features import ViTFeatures
+from ssl_lightning.evaluation.pretrained import JEPA
 from ssl_lightning.methods.ijepa import IJEPA
 
 READOUTS = ("target:avg", "target:last4", "context:avg")
 
 
-def readout(method: IJEPA, name: str) -> ViTFeatures:
-    """The module mapping images to the ``"<encoder>:<pool>"`` features of a JEPA ``method``."""
+def readout(method: IJEPA, name: str) -> nn.Module:
+    """The module mapping images to the ``"<encoder>:<pool>"`` features of a JEPA ``method``: the
+    evaluation modules' own (:data:`~ssl_lightning.evaluation.pretrained.JEPA`)."""
     encoder, _, pool = name.partition(":")
-    if encoder not in ("target", "context") or pool not in ("avg", "last4"):
-        raise ConfigurationError(f"a readout is 'target' or 'context', ':', then 'avg' or 'last4'; got {name!r}")
-    return ViTFeatures(getattr(method, f"{encoder}_encoder"), pool).eval()
+    if encoder not in JEPA.encoders or pool not in JEPA.pools:
+        encoders, pools = (" or ".join(map(repr, names)) for names in (JEPA.encoders, JEPA.pools))
+        raise ConfigurationError(f"a readout is {encoders}, ':', then {pools}; got {name!r}")
+    return JEPA.features(method, encoder, pool, None)
 
 
 def checkpoint_rows(method: str, args: argparse.Namespace) -> list[list[str]]:
