@@ -64,20 +64,37 @@ def results_unchanged():
     assert RESULTS.read_text() == before
 
 
-def test_roofline_every_method_eager_and_compiled(results_unchanged):
-    output = run("roofline.py", *TINY_ROOFLINE, "--matmul-size", "512", "--compile-backend", "aot_eager").stdout
+def roofline_rows(*args: str) -> list[dict[str, str]]:
+    """The method table of a tiny ``roofline.py`` run, each row's FLOP/s and share checked against its own
+    FLOPs per step, speed and the printed roofline."""
+    output = run("roofline.py", *TINY_ROOFLINE, "--matmul-size", "512", *args).stdout
     roofline = positive(re.search(r"- roofline: ([\d,.]+) GFLOP/s", output).group(1))
     rows = table(output, "method")
-    methods = ["vicreg", "barlow_twins", "blockwise_barlow_twins", "ijepa", "flexpredict", "lejepa"]
-    assert [(row["method"], row["variant"]) for row in rows] == [
-        (method, variant) for method in methods for variant in ("eager", "eager, oneDNN linears", "torch.compile")
-    ]
     for row in rows:
         flops, speed, achieved = (positive(row[key]) for key in ("GFLOP/step", "images/s", "GFLOP/s"))
-        assert achieved == pytest.approx(flops * speed / 4, rel=0.01)  # batch 4
-        assert positive(row["share of roofline"]) == pytest.approx(100 * achieved / roofline, rel=0.02, abs=0.1)
+        # batch 4; images/s and GFLOP/s are printed to 0.1, which on a loaded machine is several percent
+        rounding = 0.05 / speed + 0.05 / achieved
+        assert achieved == pytest.approx(flops * speed / 4, rel=0.01 + rounding)
+        assert positive(row["share of roofline"]) == pytest.approx(
+            100 * achieved / roofline, rel=0.02 + rounding, abs=0.1
+        )
+    return rows
+
+
+def test_roofline_every_method_eager(results_unchanged):
+    rows = roofline_rows("--no-compile")
+    methods = ["vicreg", "barlow_twins", "blockwise_barlow_twins", "ijepa", "flexpredict", "lejepa"]
+    assert [(row["method"], row["variant"]) for row in rows] == [
+        (method, variant) for method in methods for variant in ("eager", "eager, oneDNN linears")
+    ]
     jepa = {row["method"]: row["shape"] for row in rows}
     assert jepa["ijepa"] == "64 px, batch 4" and jepa["vicreg"] == "32 px, batch 4"  # ViT-Tiny's 64 px by default
+
+
+def test_roofline_compiled_rows(results_unchanged):
+    """The compiled variant of one method (every method compiling: tests/test_compile.py)."""
+    rows = roofline_rows("--methods", "vicreg", "--compile-backend", "aot_eager")
+    assert [row["variant"] for row in rows] == ["eager", "eager, oneDNN linears", "torch.compile"]
 
 
 def test_roofline_profile_splits_matmuls_from_the_rest(results_unchanged):

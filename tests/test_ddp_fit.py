@@ -21,13 +21,15 @@ import yaml
 from tests import fake_data
 
 ROOT = Path(__file__).parents[1]
+# About 20 s each (three Python processes): the default run takes one method of each kind (joint
+# embedding, blockwise, EMA teacher with masks); the three siblings of these run with `-m slow`.
 QUICKSTARTS = [
     "quickstart",
-    "barlow_quickstart",
+    pytest.param("barlow_quickstart", marks=pytest.mark.slow),
     "blockwise_quickstart",
     "ijepa_quickstart",
-    "flexpredict_quickstart",
-    "lejepa_quickstart",
+    pytest.param("flexpredict_quickstart", marks=pytest.mark.slow),
+    pytest.param("lejepa_quickstart", marks=pytest.mark.slow),
 ]
 
 
