@@ -266,8 +266,9 @@ def supervised(args, method: str, steps: int, out: Path, done: list[Score]) -> S
 
 
 def pixels(args) -> Score:
-    """The raw pixels (after the DataModule's validation normalisation) as features."""
-    datamodule = build(recipe_args(args, METHODS[0], Path("/tmp"))).datamodule
+    """The raw pixels (after the DataModule's validation normalisation) as features. The data come from
+    the first method's recipe: the overrides given are written for the methods asked for."""
+    datamodule = build(recipe_args(args, args.methods[0], Path("/tmp"))).datamodule
     datamodule.setup("fit")
     return score_encoder(None, datamodule, "cpu", "pixels", "pixels", 0, 0.0)
 
@@ -312,6 +313,17 @@ def curve_rows(scores: list[Score]) -> list[list[str]]:
     ]  # fmt: skip
 
 
+def parse_with_overrides(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """The script's arguments, with the arguments it does not know kept as recipe overrides in
+    ``args.overrides`` (LightningCLI syntax, ``--model.init_args.X=V``)."""
+    args, args.overrides = parser.parse_known_args()
+    if any(not o.startswith("--") for o in args.overrides):
+        parser.error(
+            f"unrecognised arguments: {' '.join(args.overrides)} (recipe overrides look like --model.init_args.X=V)"
+        )
+    return args
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
@@ -328,11 +340,7 @@ def main() -> None:
     parser.add_argument("--no-supervised", action="store_true", help="skip the supervised baselines")
     parser.add_argument("--fresh", action="store_true", help="retrain methods already in results.json")
     parser.add_argument("--no-publish", action="store_true", help="print the table, plot into --out, leave RESULTS.md")
-    args, args.overrides = parser.parse_known_args()
-    if any(not o.startswith("--") for o in args.overrides):
-        parser.error(
-            f"unrecognised arguments: {' '.join(args.overrides)} (recipe overrides look like --model.init_args.X=V)"
-        )
+    args = parse_with_overrides(parser)
     out = ROOT / args.out / args.dataset
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / "results.json"

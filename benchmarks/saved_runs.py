@@ -6,14 +6,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from reproduce import DATASETS, ROOT, recipe_args, run_folder, saved_checkpoints
+from reproduce import DATASETS, ROOT, recipe_args, run_folder, run_label, saved_checkpoints
 
 from ssl_lightning.cli import build
 from ssl_lightning.methods.base import SSLMethod
 
 
 def run_parser(description: str) -> argparse.ArgumentParser:
-    """The arguments every analysis of saved runs takes: which recipes' runs, on which dataset, where."""
+    """The arguments every analysis of saved runs takes: which recipes' runs, on which dataset, where.
+    Read them with ``reproduce.parse_with_overrides``: the recipe overrides a ``reproduce.py`` run was given
+    name that run (``--trainer.max_steps=10800`` reads the run made with it)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--methods", nargs="+", default=["ijepa", "flexpredict"])
     parser.add_argument("--dataset", default="fashion_mnist", choices=list(DATASETS))
@@ -26,11 +28,13 @@ def run_parser(description: str) -> argparse.ArgumentParser:
 
 def saved_run(method: str, args: argparse.Namespace, log_dir: Path) -> tuple[SSLMethod, object, list[Path]]:
     """The recipe's method (to load the checkpoints into) and DataModule, set up, and the checkpoint files
-    of its ``reproduce.py`` run in step order; exits with the command to run when there are none."""
-    folder = ROOT / args.out / args.dataset / "checkpoints" / run_folder(method)
+    of its ``reproduce.py`` run (the recipe with ``args.overrides``) in step order; exits with the command to
+    run when there are none."""
+    folder = ROOT / args.out / args.dataset / "checkpoints" / run_folder(run_label(method, args.overrides))
     paths = saved_checkpoints(folder)
     if not paths:
-        raise SystemExit(f"No checkpoints in {folder}: run `python benchmarks/reproduce.py --methods {method}` first.")
+        command = " ".join(["python benchmarks/reproduce.py --methods", method, *args.overrides])
+        raise SystemExit(f"No checkpoints in {folder}: run `{command}` first.")
     cli = build(recipe_args(args, method, log_dir))
     cli.datamodule.setup("fit")
     return cli.model, cli.datamodule, paths

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 from report import header_lines, markdown_table, publish
+from reproduce import parse_with_overrides, run_label
 from saved_runs import run_parser, saved_run
 from torch import Tensor
 from torch.utils.data import DataLoader, Subset
@@ -51,6 +52,7 @@ def common_share(features: Tensor) -> float:
 
 
 def checkpoint_rows(method: str, args: argparse.Namespace) -> list[list[str]]:
+    label = run_label(method, args.overrides)
     module, datamodule, paths = saved_run(method, args, Path("/tmp") / "vit_pooling")
     first = Subset(datamodule.val_dataloader().dataset, range(args.images))
     loader = [next(iter(DataLoader(first, batch_size=args.images)))]  # one batch: features and regressors align
@@ -62,7 +64,7 @@ def checkpoint_rows(method: str, args: argparse.Namespace) -> list[list[str]]:
         module.load_state_dict(saved["state_dict"])
         features, _ = encode(representation(module), loader, "cpu")
         rows.append([
-            method, str(saved["step"]), f"{explained_variance(features, regressors):.3f}",
+            label, str(saved["step"]), f"{explained_variance(features, regressors):.3f}",
             f"{common_share(features):.3f}", f"{float(rankme(features)):.1f}",
             f"{float(rankme(features - features.mean(0))):.1f}", str(features.shape[1]),
         ])  # fmt: skip
@@ -73,14 +75,14 @@ def checkpoint_rows(method: str, args: argparse.Namespace) -> list[list[str]]:
 def main() -> None:
     parser = run_parser(__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=2000, help="test images to measure on")
-    args = parser.parse_args()
+    args = parse_with_overrides(parser)
     rows = [row for method in args.methods for row in checkpoint_rows(method, args)]
     columns = ["method", "step", "R² from the mean patch", "common-vector share", "RankMe", "RankMe centred", "dim"]
     lines = header_lines(
         f"What the mean patch explains of the pooled ViT features ({args.dataset}, benchmarks/vit_pooling.py)",
         torch.device("cpu"),
-        f"command: `python benchmarks/vit_pooling.py --methods {' '.join(args.methods)}` on the checkpoints of "
-        f"benchmarks/reproduce.py; first {args.images} test images",
+        f"command: `python benchmarks/vit_pooling.py --methods {' '.join(args.methods + args.overrides)}` "
+        f"on the checkpoints of benchmarks/reproduce.py; first {args.images} test images",
         "R²: least-squares fit (with intercept) of the average-pooled target-encoder features on the image's mean "
         "patch; common-vector share: squared norm of the features' mean over their mean squared norm",
     )

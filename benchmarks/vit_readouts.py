@@ -14,6 +14,7 @@ k = 20 and 200, on the test images). It prints the table and appends it to RESUL
 
     python benchmarks/reproduce.py --methods ijepa flexpredict       # first: the checkpoints
     python benchmarks/vit_readouts.py --methods ijepa flexpredict     # their last checkpoints
+    python benchmarks/vit_readouts.py --methods ijepa --trainer.max_steps=10800   # the run made with that override
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import torch
 from report import header_lines, markdown_table, publish
-from reproduce import checkpoint_step, percent, score_encoder
+from reproduce import checkpoint_step, parse_with_overrides, percent, run_label, score_encoder
 from saved_runs import run_parser, saved_run
 from torch import nn
 
@@ -45,11 +46,12 @@ def readout(method: IJEPA, name: str) -> nn.Module:
 
 
 def checkpoint_rows(method: str, args: argparse.Namespace) -> list[list[str]]:
+    label = run_label(method, args.overrides)
     module, datamodule, paths = saved_run(method, args, Path("/tmp") / "vit_readouts")
     saved_steps = [checkpoint_step(p) for p in paths]
     missing = sorted(set(args.at_steps or ()) - set(saved_steps))
     if missing:
-        raise SystemExit(f"{method}'s run has no checkpoint at step {missing}; its steps are {saved_steps}.")
+        raise SystemExit(f"{label}'s run has no checkpoint at step {missing}; its steps are {saved_steps}.")
     chosen = [p for p in paths if checkpoint_step(p) in args.at_steps] if args.at_steps else paths[-1:]
     rows = []
     for path in chosen:
@@ -60,25 +62,29 @@ def checkpoint_rows(method: str, args: argparse.Namespace) -> list[list[str]]:
                 readout(module, name), datamodule, "cpu", method, name, saved["step"], saved["seconds"]
             )
             rows.append([
-                method, str(score.step), name, str(score.dim), percent(score.linear), percent(score.knn20),
+                label, str(score.step), name, str(score.dim), percent(score.linear), percent(score.knn20),
                 percent(score.knn200), f"{score.rankme:.1f}",
             ])  # fmt: skip
             print(" | ".join(rows[-1]), flush=True)
     return rows
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = run_parser(__doc__.split("\n")[0])
     parser.add_argument("--at-steps", nargs="+", type=int, help="checkpoint steps to score (default: each run's last)")
     parser.add_argument("--readouts", nargs="+", default=list(READOUTS), choices=READOUTS)
-    args = parser.parse_args()
+    return parse_with_overrides(parser)
+
+
+def main() -> None:
+    args = parse_args()
     rows = [row for method in args.methods for row in checkpoint_rows(method, args)]
     columns = ["method", "step", "readout", "dim", "linear %", "kNN-20 %", "kNN-200 %", "RankMe"]
     lines = header_lines(
         f"Which ViT features the probes should read ({args.dataset}, benchmarks/vit_readouts.py)",
         torch.device("cpu"),
-        f"command: `python benchmarks/vit_readouts.py --methods {' '.join(args.methods)}` on the checkpoints of "
-        "benchmarks/reproduce.py (the recipes' own runs)",
+        f"command: `python benchmarks/vit_readouts.py --methods {' '.join(args.methods + args.overrides)}` "
+        "on the checkpoints of the benchmarks/reproduce.py runs these arguments name (the recipes, with the overrides)",
         "probes: reproduce.py's (linear: L-BFGS logistic regression to convergence on the standardised features of "
         "all training images; kNN: cosine, temperature 0.07; RankMe on the test features), scored on the test images",
     )

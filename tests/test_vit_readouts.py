@@ -1,5 +1,6 @@
 """benchmarks/vit_readouts.py's readouts read the encoder and layers they name, against direct
-computations on a tiny I-JEPA whose context and target encoders differ."""
+computations on a tiny I-JEPA whose context and target encoders differ; the reproduce.py run it reads is
+the one its recipe overrides name."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ import pytest
 import torch
 
 from ssl_lightning.errors import ConfigurationError
+from tests.fake_data import write_fake_fashion_mnist
 from tests.jepa_helpers import tiny_method
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-from vit_readouts import READOUTS, readout
+from reproduce import main as reproduce
+from vit_readouts import READOUTS, checkpoint_rows, parse_args, readout
 
 
 @pytest.fixture
@@ -47,3 +50,27 @@ def test_a_bad_readout_name_says_what_is_accepted(method_and_images):
     method, _ = method_and_images
     with pytest.raises(ConfigurationError, match="'target' or 'context'"):
         readout(method, "student:avg")
+
+
+def test_recipe_overrides_name_the_reproduce_run_to_read(tmp_path, monkeypatch):
+    """A ``reproduce.py`` run made with recipe overrides (of a method other than VICReg, whose recipe once
+    served the pixel row) is read back by giving the same overrides; without them the script names the
+    command that would make the recipe's own run."""
+    write_fake_fashion_mnist(tmp_path / "data")
+    places = ["--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "out")]
+    small = ["--model.init_args.embed_dim=32", "--model.init_args.pred_dim=16"]
+    loader = ["--data.init_args.batch_size=16", "--data.init_args.num_workers=0"]
+    monkeypatch.setattr(sys, "argv", ["reproduce.py", "--methods", "ijepa", "--steps", "2", "--checkpoints", "1",
+                                      "--no-supervised", "--no-publish", *places, *small, *loader])  # fmt: skip
+    reproduce()
+
+    def rows(*overrides: str) -> list[list[str]]:
+        monkeypatch.setattr(sys, "argv", ["vit_readouts.py", "--readouts", "target:avg", *places, *overrides])
+        return checkpoint_rows("ijepa", parse_args())
+
+    [row] = rows(*small, *loader)
+    assert row[:4] == ["ijepa [embed_dim=32, pred_dim=16, data.init_args.batch_size=16, data.init_args.num_workers=0]",
+                       "2", "target:avg", "32"]  # fmt: skip
+    assert 0.0 <= float(row[4]) <= 100.0
+    with pytest.raises(SystemExit, match=r"run `python benchmarks/reproduce.py --methods ijepa` first"):
+        rows()
