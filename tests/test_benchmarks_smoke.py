@@ -124,8 +124,11 @@ def test_gpu_smoke_without_jsonargparse_and_litdata(tmp_path, results_unchanged)
     rows = table((tmp_path / "gpu_results.md").read_text(), "part")
     assert [row["part"] for row in rows] == list(parts)
     for row in rows[2:]:
-        for column in ("images/s", "GFLOP/step", "TFLOP/s", "MFU (measured)"):
+        for column in ("images/s", "GFLOP/step", "TFLOP/s"):
             positive(row[column])
+        # a tiny step on a loaded CPU can be below 0.05% of the matmul peak: the cell is the JSON's, rounded
+        mfu = parts[row["part"]]["mfu_measured_peak"]
+        assert float(row["MFU (measured)"].rstrip("%")) == pytest.approx(100 * mfu, abs=0.05)
     assert all(f'{{"{name}": ' in output for name in parts)  # each part printed as it finished
 
 
