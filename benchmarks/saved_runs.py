@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 from pathlib import Path
 
 from reproduce import DATASETS, ROOT, recipe_args, run_folder, run_label, saved_checkpoints
@@ -33,7 +34,7 @@ def saved_run(method: str, args: argparse.Namespace, log_dir: Path) -> tuple[SSL
     folder = ROOT / args.out / args.dataset / "checkpoints" / run_folder(run_label(method, args.overrides))
     paths = saved_checkpoints(folder)
     if not paths:
-        command = " ".join(["python benchmarks/reproduce.py --methods", method, *args.overrides])
+        command = shlex.join(["python", "benchmarks/reproduce.py", "--methods", method, *args.overrides])
         raise SystemExit(f"No checkpoints in {folder}: run `{command}` first.")
     cli = build(recipe_args(args, method, log_dir))
     cli.datamodule.setup("fit")
